@@ -1,0 +1,212 @@
+"""Paths, typed frozen experiment configs and the EXPERIMENTS registry.
+
+Notebooks and the ``fr`` CLI import this module; ``fr_lib`` never does (it takes these dataclasses or plain
+arguments). Nothing runs at import time beyond building the registry.
+
+    >>> cfg = get_experiment("arcface-efficientnet", preset="demo", **{"train.epochs": 3})
+    >>> cfg.loss.margin, cfg.train.epochs
+    (0.5, 3)
+
+A preset is a set of dotted overrides applied on top of an experiment: ``full`` is the published CASIA-WebFace
+recipe (GPU), ``demo`` the CPU-sized run of ``make demo`` on the synthetic dataset, ``tiny`` what the tests use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------------- paths
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = Path(os.environ.get("FR_DATA_DIR", ROOT / "data"))
+RUNS_DIR = Path(os.environ.get("FR_RUNS_DIR", ROOT / "runs"))
+ID_RATE_DIR = ROOT / "id_rate"
+SYNTH_ROOT = DATA_DIR / "synth-demo"            # the embedded default dataset (`fr data synth`)
+CASIA_ROOT = DATA_DIR / "casia-webface-aligned"  # Kaggle CASIA-WebFace after `fr align`
+
+
+# ---------------------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = str(SYNTH_ROOT)
+    image_size: int = 112                   # side of the square crop fed to the backbone, px
+    min_images_per_identity: int = 1        # identity filter (the seed used >=75 and >=50)
+    max_identities: int | None = None       # optional cap on training identities (after the filter)
+    max_images_per_identity: int | None = None
+    eval_identity_fraction: float = 0.2     # open-set: identities held out of training entirely
+    distractor_fraction: float = 0.5        # of the held-out identities, the share used as distractors
+    val_fraction: float = 0.1               # closed-set: per-identity stratified share of training images
+    batch_size: int = 64
+    samples_per_class: int = 0              # K of a P x K identity-balanced batch; 0 = plain shuffling
+    num_workers: int = 2
+    packed_cache: bool = False              # decode once into a memory-mapped uint8 array
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "efficientnet_b0"       # any timm name, or "inception_resnet_v1"
+    embedding_size: int = 512
+    pretrained: str | None = None           # None | "imagenet" (timm) | "vggface2" | "casia-webface" | a file
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "ce"                        # ce | arcface | cosface | triplet | contrastive
+    margin: float | None = None             # None = the loss's default; arcface: radians, cosface: cosine
+    scale: float | None = None              # logit scale s of arcface / cosface
+    label_smoothing: float = 0.0            # ce only
+    mining: str = "batch_hard"              # triplet: batch_hard | semi_hard | all
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "adamw"                # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.9                   # sgd only
+    scheduler: str = "cosine"               # cosine | step | plateau | none
+    warmup_epochs: float = 0.0
+    step_size: int = 10                     # step scheduler, epochs
+    gamma: float = 0.1
+    grad_clip: float | None = 5.0           # max global grad norm; None = off
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    device: str = "auto"                    # auto | cpu | cuda | cuda:N
+    amp: str = "bf16"                       # bf16 | fp16 | none; applied on CUDA only
+    channels_last: bool = True              # CUDA only
+    compile: bool = False
+    early_stopping_patience: int | None = None
+    log_every: int = 50                     # steps between TensorBoard scalars
+    open_set_fpr: float = 0.01              # per-epoch quick ID-rate check on held-out identities
+    freeze_backbone: bool = False           # two-stage recipe: fine-tune only the neck (+ loss weights)
+    init_from: str | None = None            # checkpoint to start the two-stage recipe from
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+    @property
+    def output_dir(self) -> Path:
+        return RUNS_DIR / self.name
+
+    @property
+    def checkpoint(self) -> Path:
+        """Best checkpoint (min val loss); 'last.pt' beside it is the resume point."""
+        return self.output_dir / "best.pt"
+
+    def replace(self, **overrides: Any) -> "ExperimentConfig":
+        """Dotted overrides, e.g. ``cfg.replace(**{"train.epochs": 3, "data.root": "x"})``; a typo raises."""
+        return apply_overrides(self, overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        sections = {f.name: f.type for f in fields(cls)}
+        kw = {}
+        for k, v in d.items():
+            if k not in sections:
+                raise KeyError(f"unknown config key {k!r}; expected one of {sorted(sections)}")
+            sub = _SECTION_TYPES.get(k)
+            kw[k] = sub(**v) if sub else v
+        return cls(**kw)
+
+
+_SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+                  "train": TrainConfig}
+
+
+def apply_overrides(cfg, overrides: dict[str, Any]):
+    """Return a copy of a (nested) frozen dataclass with dotted keys replaced; unknown keys raise KeyError."""
+    for key, value in overrides.items():
+        cfg = _replace_path(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _replace_path(obj, path: list[str], value, full_key: str):
+    names = {f.name for f in fields(obj)}
+    head = path[0]
+    if head not in names:
+        raise KeyError(f"unknown config key {full_key!r}: {type(obj).__name__} has {sorted(names)}")
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{head: value})
+    child = getattr(obj, head)
+    if not is_dataclass(child):
+        raise KeyError(f"config key {full_key!r}: {head!r} is not a section")
+    return dataclasses.replace(obj, **{head: _replace_path(child, path[1:], value, full_key)})
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+def _casia(min_images: int) -> DataConfig:
+    return DataConfig(root=str(CASIA_ROOT), min_images_per_identity=min_images, batch_size=128, num_workers=8,
+                      packed_cache=True)
+
+
+EXPERIMENTS: dict[str, ExperimentConfig] = {
+    cfg.name: cfg
+    for cfg in [
+        ExperimentConfig(
+            name="ce-efficientnet",
+            description="Cross-entropy / EfficientNet-B0 on CASIA-WebFace identities with >=75 images (1292)",
+            data=_casia(75), model=ModelConfig("efficientnet_b0"), loss=LossConfig("ce", label_smoothing=0.1),
+            optim=OptimConfig("adamw", lr=1e-3, warmup_epochs=1), train=TrainConfig(epochs=30)),
+        ExperimentConfig(
+            name="ce-inceptionresnetv1-1292",
+            description="Cross-entropy / InceptionResnetV1 on identities with >=75 images (1292 classes)",
+            data=dataclasses.replace(_casia(75), image_size=160),
+            model=ModelConfig("inception_resnet_v1"), loss=LossConfig("ce", label_smoothing=0.1),
+            optim=OptimConfig("adamw", lr=1e-3, warmup_epochs=1), train=TrainConfig(epochs=30)),
+        ExperimentConfig(
+            name="ce-inceptionresnetv1-822",
+            description="Cross-entropy / InceptionResnetV1 on identities with >=50 images (822 classes in the seed)",
+            data=dataclasses.replace(_casia(50), image_size=160),
+            model=ModelConfig("inception_resnet_v1"), loss=LossConfig("ce", label_smoothing=0.1),
+            optim=OptimConfig("adamw", lr=1e-3, warmup_epochs=1), train=TrainConfig(epochs=30)),
+        ExperimentConfig(
+            name="triplet-efficientnet",
+            description="Triplet (batch-hard) / EfficientNet-B0 with P x K batches",
+            data=dataclasses.replace(_casia(75), samples_per_class=4),
+            model=ModelConfig("efficientnet_b0"), loss=LossConfig("triplet", margin=0.2, mining="batch_hard"),
+            optim=OptimConfig("adamw", lr=3e-4, warmup_epochs=1), train=TrainConfig(epochs=30)),
+        ExperimentConfig(
+            name="arcface-efficientnet",
+            description="ArcFace (s=64, m=0.5 rad) / EfficientNet-B0",
+            data=_casia(75), model=ModelConfig("efficientnet_b0"), loss=LossConfig("arcface", margin=0.5, scale=64.0),
+            optim=OptimConfig("sgd", lr=0.1, weight_decay=5e-4, warmup_epochs=2), train=TrainConfig(epochs=30)),
+    ]
+}
+
+# Dotted overrides applied on top of any experiment.
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "demo": {"data.root": str(SYNTH_ROOT), "data.packed_cache": False, "data.batch_size": 32, "data.num_workers": 0,
+             "data.min_images_per_identity": 1, "train.epochs": 3},
+    "tiny": {"data.batch_size": 16, "data.num_workers": 0, "data.min_images_per_identity": 1,
+             "data.packed_cache": False, "model.embedding_size": 64, "train.epochs": 1},
+}
+
+
+def get_experiment(name: str, preset: str = "full", **overrides: Any) -> ExperimentConfig:
+    """The registered experiment ``name`` with a preset's and then the caller's dotted overrides applied."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(EXPERIMENTS))}")
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return apply_overrides(apply_overrides(EXPERIMENTS[name], PRESETS[preset]), overrides)

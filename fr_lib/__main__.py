@@ -1,0 +1,3 @@
+from fr_lib.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""The ``fr`` command. Each sub-command lives in its own module ``fr_lib.cli.<name>`` exposing
+``register(subparsers)``; heavy imports happen inside the handlers so ``fr --help`` stays fast.
+
+The CLI is the application layer: unlike the rest of fr_lib it may import ``config``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = ("data", "align", "train", "eval", "compare", "recognize", "serve", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fr", description="fr_lib: face-recognition training and evaluation suite")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"fr_lib.cli.{name}")
+        except ModuleNotFoundError as e:  # a sub-command not written yet is simply absent
+            if e.name == f"fr_lib.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
