@@ -1,0 +1,262 @@
+"""Align a whole identity/file folder: SRC/<identity>/<photo> -> DST/<identity>/<photo>, resumable.
+
+Resumability: every crop is written to a temporary file beside its destination and os.replace'd into place, so a
+file under DST is either complete or absent; skipped photos are appended (one flushed line each) to
+DST/.fr_align_skipped.csv. A rerun skips both, so an interrupted run loses nothing and redoes nothing.
+DST/skipped.csv (path, reason, detail) is rewritten atomically at the end of every run.
+
+Pipeline: a thread pool decodes the next chunk of photos and encodes/writes the crops of the previous one while
+the main thread runs batched MTCNN detection (the GIL is released in PIL decode/encode and in torch).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from fr_lib.align.detect import build_detector, detect_faces
+from fr_lib.align.image import IMAGE_EXTENSIONS, read_rgb
+from fr_lib.align.policy import FACE_TOO_SMALL, NO_FACE, POLICIES, UNREADABLE, select_face
+from fr_lib.align.transform import ALIGN_MODES, align_face, crop_face
+
+SKIPPED_CSV = "skipped.csv"
+SKIP_LOG = ".fr_align_skipped.csv"   # append-only manifest of skipped photos (the resume state)
+SETTINGS = ".fr_align.json"          # settings of the run that made DST; a rerun must use the same
+TMP_SUFFIX = ".fr-tmp"
+OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")  # kept as they are; other formats are written as .png (lossless)
+
+
+@dataclass
+class AlignSummary:
+    """What align_folder did. Counts are over the whole SRC (this run and earlier ones) unless named *_this_run."""
+
+    src: Path
+    dst: Path
+    total: int                                   # image files found under SRC
+    aligned: int                                 # crops present in DST
+    skipped: dict[str, int]                      # reason -> number of photos skipped
+    done_before: int                             # aligned or skipped by an earlier run, not redone
+    processed_this_run: int
+    seconds: float
+    skipped_csv: Path
+    skipped_paths: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (path, reason)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed_this_run / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items())) or "none"
+        return (f"{self.total} photos under {self.src}: {self.aligned} aligned into {self.dst}, "
+                f"{sum(self.skipped.values())} skipped ({reasons}); {self.done_before} done by an earlier run; "
+                f"{self.processed_this_run} processed now in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s); "
+                f"skipped photos listed in {self.skipped_csv}")
+
+
+def _output_names(files: list[str]) -> dict[str, str]:
+    """Source relative path -> output relative path: .jpg/.jpeg/.png kept, anything else -> .png (or name.png if
+    that would clash with another photo's output)."""
+    out, taken = {}, {f for f in files if Path(f).suffix.lower() in OUTPUT_SUFFIXES}
+    for rel in files:
+        if Path(rel).suffix.lower() in OUTPUT_SUFFIXES:
+            out[rel] = rel
+            continue
+        name = str(Path(rel).with_suffix(".png").as_posix())
+        out[rel] = name if name not in taken else rel + ".png"
+        taken.add(out[rel])
+    return out
+
+
+def _scan(root: Path) -> tuple[list[str], set[str]]:
+    """All files under root (relative posix paths, sorted) with an image extension, and every other file."""
+    images, others = [], set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                images.append(rel)
+            else:
+                others.add(rel)
+    return sorted(images), others
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _read_skip_log(path: Path) -> dict[str, tuple[str, str]]:
+    """rel path -> (reason, detail). A torn last line (the run was killed mid-append) is cut off."""
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as f:
+            f.truncate(len(raw))
+    entries = {}
+    for row in csv.reader(io.StringIO(raw.decode("utf-8"))):
+        if len(row) == 3:
+            entries[row[0]] = (row[1], row[2])
+    return entries
+
+
+def _check_settings(dst: Path, settings: dict) -> None:
+    path = dst / SETTINGS
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            raise ValueError(f"{dst} holds crops made with {previous}, not {settings}: "
+                             "use another DST folder (or delete this one) to change the alignment settings")
+    else:
+        _atomic_write_bytes(path, json.dumps(settings, indent=1).encode())
+
+
+def _encode(crop: np.ndarray, suffix: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    if suffix.lower() == ".png":
+        Image.fromarray(crop).save(buffer, format="PNG")
+    else:
+        Image.fromarray(crop).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: str = "cpu", batch_size: int = 32,
+                 workers: int = 4, policy: str = "largest", min_face_size: int = 32, max_side: int | None = 1024,
+                 quality: int = 95, progress: bool = True) -> AlignSummary:
+    """Detect, pick and align one face per photo of SRC/<identity>/<photo> into DST/<identity>/<photo>.
+
+    size: side of the square crops, px (112 ArcFace-style, 160 InceptionResnetV1). mode: 'similarity' (5-point
+    warp onto the ArcFace template) or 'crop' (facenet's box + margin). device/batch_size: MTCNN's torch device and
+    photos per detection batch. workers: decode/encode threads. policy: which face to keep when there are several
+    (see select_face; 'skip' skips such photos). min_face_size: smallest kept face (shorter box side, px of the
+    photo; smaller faces or photos -> 'face too small'). max_side: photos larger than this are downscaled for
+    detection only. quality: JPEG quality of .jpg outputs.
+
+    Photos that cannot be decoded, or have no usable face, are skipped and listed in DST/skipped.csv with their
+    reason (unreadable / no face / several faces / face too small). Rerunning resumes; changing size, mode, policy
+    or min_face_size on an existing DST raises ValueError. Raises ValueError when SRC holds no image file.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise ValueError(f"source folder {src} does not exist or is not a folder")
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown alignment mode {mode!r}; choose one of {ALIGN_MODES}")
+    if policy not in POLICIES:
+        raise ValueError(f"unknown face policy {policy!r}; choose one of {POLICIES}")
+    if size < 16:
+        raise ValueError(f"crop size must be at least 16 px, got {size}")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise ValueError(f"destination {dst} must not be inside the source folder {src}")
+    files, _ = _scan(src)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {src}")
+    start = time.perf_counter()
+    dst.mkdir(parents=True, exist_ok=True)
+    _check_settings(dst, {"size": size, "mode": mode, "policy": policy, "min_face_size": min_face_size})
+    outputs = _output_names(files)
+    existing, others = _scan(dst)
+    for rel in others:  # temporary files of a killed run: never complete, delete
+        if rel.endswith(TMP_SUFFIX):
+            (dst / rel).unlink(missing_ok=True)
+    existing = set(existing)
+    log_path = dst / SKIP_LOG
+    skip_log = _read_skip_log(log_path)
+    todo = [rel for rel in files if outputs[rel] not in existing and rel not in skip_log]
+    done_before = len(files) - len(todo)
+
+    detector = build_detector(str(device))
+    chunk_len = max(batch_size * 4, 64)
+    chunks = [todo[i:i + chunk_len] for i in range(0, len(todo), chunk_len)]
+
+    def load(rel: str):
+        try:
+            return read_rgb(src / rel), None
+        except Exception as e:  # any decode failure is a per-photo skip, never a crash of the run
+            return None, f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+
+    def write(rel: str, image: np.ndarray, face) -> str:
+        crop = (align_face(image, face.landmarks, size) if mode == "similarity"
+                else crop_face(image, face.box, size))
+        out = dst / outputs[rel]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(out, _encode(crop, out.suffix, quality))
+        return rel
+
+    counts: Counter = Counter()
+    bar = tqdm(total=len(todo), unit="img", desc=f"align ({done_before} done before)", disable=not progress,
+               dynamic_ncols=True)
+    with open(log_path, "a", encoding="utf-8", newline="") as log, ThreadPoolExecutor(max(1, workers)) as pool:
+        logger = csv.writer(log, lineterminator="\n")
+
+        def skip(rel: str, reason: str, detail: str = "") -> None:
+            skip_log[rel] = (reason, detail)
+            logger.writerow([rel, reason, detail])
+            log.flush()
+            counts[reason] += 1
+
+        pending: list[Future] = []
+        loads = [pool.submit(load, rel) for rel in chunks[0]] if chunks else []
+        try:
+            for k, chunk in enumerate(chunks):
+                decoded = [f.result() for f in loads]
+                loads = [pool.submit(load, rel) for rel in chunks[k + 1]] if k + 1 < len(chunks) else []
+                usable = []
+                for rel, (image, error) in zip(chunk, decoded):
+                    if image is None:
+                        skip(rel, UNREADABLE, error)
+                    elif min(image.shape[:2]) < min_face_size:
+                        skip(rel, FACE_TOO_SMALL, f"photo is {image.shape[1]}x{image.shape[0]} px")
+                    else:
+                        usable.append((rel, image))
+                detections = detect_faces([image for _, image in usable], batch_size=batch_size,
+                                          max_side=max_side, detector=detector)
+                for f in pending:  # the previous chunk's crops: written while this chunk was detected
+                    f.result()
+                bar.update(len(chunk) - len(usable) + len(pending))
+                pending = []
+                for (rel, image), faces in zip(usable, detections):
+                    face, reason = select_face(faces, image.shape, policy, min_face_size)
+                    if face is None:
+                        detail = {NO_FACE: "", FACE_TOO_SMALL: f"{max(faces, key=lambda f: f.area).size:.0f} px"
+                                  if faces else ""}.get(reason, f"{len(faces)} faces")
+                        skip(rel, reason, detail)
+                        bar.update(1)
+                    else:
+                        pending.append(pool.submit(write, rel, image, face))
+                bar.set_postfix(skipped=sum(counts.values()), refresh=False)
+            for f in pending:
+                f.result()
+            bar.update(len(pending))
+        finally:
+            for f in loads + pending:
+                f.cancel()
+            bar.close()
+
+    # skipped.csv: every skip, this run's and earlier runs', for photos still under SRC
+    present = set(files)
+    rows = sorted((rel, reason, detail) for rel, (reason, detail) in skip_log.items() if rel in present)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason", "detail"])
+    writer.writerows(rows)
+    _atomic_write_bytes(dst / SKIPPED_CSV, buffer.getvalue().encode("utf-8"))
+    aligned = sum(1 for rel in files if (dst / outputs[rel]).exists())
+    return AlignSummary(src=src, dst=dst, total=len(files), aligned=aligned,
+                        skipped=dict(Counter(reason for _, reason, _ in rows)), done_before=done_before,
+                        processed_this_run=len(todo), seconds=time.perf_counter() - start,
+                        skipped_csv=dst / SKIPPED_CSV, skipped_paths=[(rel, reason) for rel, reason, _ in rows])
