@@ -1,0 +1,71 @@
+"""FaceFolder: a torch Dataset over an indexed ImageFolder-style root."""
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from fr_lib.data.images import ImageLoadError, load_rgb
+from fr_lib.data.scan import FolderIndex, scan_folder
+
+
+class FaceFolder(Dataset):
+    """``dataset[i] -> (transform(image), label)``; image is an RGB PIL image before the transform.
+
+    Args:
+        root_or_index: a dataset root (scanned with scan_folder defaults) or a FolderIndex.
+        transform: applied to the PIL image (e.g. build_transforms(...)).
+        samples: optional subset [(path relative to root, label)], e.g. a split; default: all of the index.
+        classes: identity names for the labels of ``samples`` (e.g. OpenSetSplit.train_classes); default: the
+            index's classes.
+
+    An image that fails to decode at load time (changed on disk since the scan) is recorded in ``load_errors``
+    [(path, reason)] and replaced by the next image of the same identity, so an epoch never crashes midway.
+    With DataLoader workers, each worker keeps its own ``load_errors`` (a warning is printed there).
+    """
+
+    def __init__(self, root_or_index, transform=None, samples=None, classes=None):
+        index = root_or_index if isinstance(root_or_index, FolderIndex) else scan_folder(root_or_index)
+        self.index = index
+        self.root = Path(index.root)
+        self.transform = transform
+        self.samples = list(index.samples if samples is None else samples)
+        self.classes = list(index.classes if classes is None else classes)
+        self.targets = [label for _, label in self.samples]
+        self.load_errors: list[tuple[str, str]] = []
+        self._by_label = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _same_identity(self, i: int) -> list[int]:
+        if self._by_label is None:
+            by = defaultdict(list)
+            for j, label in enumerate(self.targets):
+                by[label].append(j)
+            self._by_label = by
+        return self._by_label[self.targets[i]]
+
+    def load(self, i: int):
+        """The RGB PIL image of sample i (with the replacement rule), without the transform."""
+        try:
+            return load_rgb(self.root / self.samples[i][0])
+        except ImageLoadError as e:
+            self.load_errors.append((self.samples[i][0], e.reason))
+            warnings.warn(f"skipping unreadable image {e.path}: {e.reason}", stacklevel=2)
+        group = self._same_identity(i)
+        start = group.index(i)
+        for j in group[start + 1:] + group[:start]:
+            try:
+                return load_rgb(self.root / self.samples[j][0])
+            except ImageLoadError as e:
+                self.load_errors.append((self.samples[j][0], e.reason))
+        raise RuntimeError(f"no readable image left for identity label {self.targets[i]} under {self.root}")
+
+    def __getitem__(self, i: int):
+        img = self.load(i)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[i]
