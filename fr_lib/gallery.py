@@ -233,7 +233,7 @@ class Gallery:
 
     def _as_embeddings(self, embeddings) -> np.ndarray:
         """Validate and L2-normalise (N, D) or (D,) embeddings -> (N, D) float32."""
-        e = np.asarray(embeddings, dtype=np.float32)
+        e = np.asarray(embeddings, dtype=np.float64)
         if e.ndim == 1:
             e = e[None]
         if e.ndim != 2 or e.shape[1] != self.embedding_size:
@@ -241,10 +241,11 @@ class Gallery:
                                f"({self.model_name}) needs embedding_size {self.embedding_size}")
         if not np.isfinite(e).all():
             raise GalleryError("embedding contains NaN or infinite values")
-        norms = np.linalg.norm(e, axis=1, keepdims=True)
-        if (norms < 1e-12).any():
+        peak = np.abs(e).max(axis=1, keepdims=True) if e.size else np.ones((len(e), 1))
+        if (peak == 0).any():
             raise GalleryError("embedding has zero norm")
-        return np.ascontiguousarray(e / norms, dtype=np.float32)
+        e = e / peak  # scale first: the norm of 1e200-sized values would overflow
+        return np.ascontiguousarray(e / np.linalg.norm(e, axis=1, keepdims=True), dtype=np.float32)
 
     # ------------------------------------------------------------------------------------------ writes
     def add_person(self, person_id: str, name: str | None = None, embeddings=None, *, sources: Sequence[str] | None
@@ -308,6 +309,8 @@ class Gallery:
         """People ordered by person_id, ``page`` counted from 1 -> (people on that page, total number)."""
         if page < 1 or page_size < 1:
             raise GalleryError(f"page ({page}) and page_size ({page_size}) must be >= 1")
+        page_size = min(page_size, 2**31)  # keep LIMIT/OFFSET inside SQLite's 64-bit integers
+        page = min(page, 2**31)
         with self._lock:  # one read transaction: the page and the total agree
             self._db.execute("BEGIN")
             try:

@@ -52,6 +52,7 @@ import numpy as np
 
 from fr_lib.gallery import (PERSON_ID_PATTERN, Gallery, GalleryError, Person, PersonExistsError,
                             UnknownPersonError)
+from fr_lib.pipeline import ImageLoadError
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,14 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
             return JSONResponse({"detail": f"malformed JSON body: {msg}".rstrip(": ")}, status_code=400)
         return await request_validation_exception_handler(request, exc)
 
+    @app.exception_handler(GalleryError)  # bad id / embedding / name that slipped past the checks above
+    async def _gallery_error(request: Request, exc: GalleryError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ImageLoadError)
+    async def _image_error(request: Request, exc: ImageLoadError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
     @app.exception_handler(sqlite3.OperationalError)
     async def _locked(request: Request, exc: sqlite3.OperationalError):
         return JSONResponse({"detail": f"database busy, retry: {exc}"}, status_code=503,
@@ -251,9 +260,9 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
             e = np.asarray(embedding, dtype=np.float64)
             if e.shape != (dim,):
                 raise HTTPException(422, f"embedding has {e.size} values; this model needs {dim}")
-            if not np.isfinite(e).all() or np.linalg.norm(e) < 1e-12:
+            if not np.isfinite(e).all() or not np.abs(e).max() > 0:
                 raise HTTPException(422, "embedding must be finite and non-zero")
-            return e.astype(np.float32), None, 1
+            return e, None, 1
         if pipeline is None:
             raise HTTPException(422, "this server has no face model loaded: send an 'embedding' instead")
         try:
@@ -296,7 +305,7 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
                         box=box, num_faces=n)
 
     @app.get("/people", response_model=PeoplePage, dependencies=read_guard, summary="List people, page by page")
-    def list_people(page_size: int = Query(50, ge=1, le=limits.max_page_size), page: int = Query(1, ge=1)):
+    def list_people(page_size: int = Query(50, ge=1, le=limits.max_page_size), page: int = Query(1, ge=1, le=10**9)):
         people, total = gallery.list_people(page=page, page_size=page_size)
         return PeoplePage(items=[_out(p) for p in people], page=page, page_size=page_size, total=total)
 

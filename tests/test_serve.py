@@ -287,7 +287,7 @@ def test_schemathesis_never_a_server_error(tmp_path):
 
             from hypothesis import given
 
-            @settings(max_examples=15, deadline=None, database=None,
+            @settings(max_examples=15, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             @given(case=strategy)
             def check(case):
