@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from fr_lib.align.detect import build_detector, detect_faces
 from fr_lib.align.image import IMAGE_EXTENSIONS, read_rgb
@@ -180,7 +179,7 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
     done_before = len(files) - len(todo)
 
     detector = build_detector(str(device))
-    chunk_len = max(batch_size * 4, 64)
+    chunk_len = batch_size * 4  # photos decoded ahead while the previous chunk is detected
     chunks = [todo[i:i + chunk_len] for i in range(0, len(todo), chunk_len)]
 
     def load(rel: str):
@@ -196,6 +195,8 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
         out.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(out, _encode(crop, out.suffix, quality))
         return rel
+
+    from tqdm.auto import tqdm  # here, not at import: tqdm.auto warns in notebooks without ipywidgets
 
     counts: Counter = Counter()
     bar = tqdm(total=len(todo), unit="img", desc=f"align ({done_before} done before)", disable=not progress,
