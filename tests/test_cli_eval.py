@@ -1,0 +1,102 @@
+"""`fr eval`: precomputed embeddings, a random baseline and a trained checkpoint on the synthetic split."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fr_lib.cli import main
+from fr_lib.metrics import identification_rate
+
+ARTEFACTS = ["table.md", "table.csv", "table.html", "results.json", "roc_curves.png", "similarity_distributions.png"]
+
+
+def _npz(path, seed, noise):
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.repeat(np.arange(15), 4), 100 + np.arange(40)]
+    centres = rng.standard_normal((200, 16))
+    emb = centres[labels] + noise * rng.standard_normal((100, 16))
+    is_d = labels >= 100
+    np.savez(path, embeddings=emb.astype(np.float32), labels=labels, is_distractor=is_d)
+    return emb[~is_d], labels[~is_d], emb[is_d]
+
+
+def test_embeddings_npz_writes_the_artefacts(tmp_path):
+    good = _npz(tmp_path / "good.npz", 0, 0.5)
+    bad = _npz(tmp_path / "bad.npz", 1, 3.0)
+    out = tmp_path / "out"
+    rc = main(["eval", "--embeddings", f"good={tmp_path / 'good.npz'},{tmp_path / 'bad.npz'}", "--out", str(out),
+               "--fprs", "0.5,0.1,0.05"])
+    assert rc == 0
+    for name in ARTEFACTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    df = pd.read_csv(out / "table.csv", index_col=0)
+    assert list(df.index) == ["good", "bad"]
+    assert list(df.columns) == ["TPR@FPR=0.5", "TPR@FPR=0.1", "TPR@FPR=0.05", "ROC-AUC"]
+    for name, (q, labels, d) in (("good", good), ("bad", bad)):
+        r = identification_rate(q, labels, d, [0.5, 0.1, 0.05])
+        np.testing.assert_allclose(df.loc[name].values, np.r_[r.tprs, r.roc_auc], rtol=1e-12)
+    md = (out / "table.md").read_text()
+    assert md.count("**") >= 2 * 4          # a bold best in every column
+
+
+def test_embeddings_npz_bad_input(tmp_path, capsys):
+    np.savez(tmp_path / "x.npz", embeddings=np.zeros((3, 4)), labels=np.arange(3))
+    assert main(["eval", "--embeddings", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "is_distractor" in capsys.readouterr().err
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "single.npz", embeddings=rng.standard_normal((4, 4)), labels=np.arange(4),
+             is_distractor=np.zeros(4, bool))
+    assert main(["eval", "--embeddings", str(tmp_path / "single.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "no positive pairs" in capsys.readouterr().err
+    assert main(["eval", "--embeddings", str(tmp_path / "single.npz"), "--out", str(tmp_path / "o"),
+                 "--fprs", "0,0.1"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_random_baseline_on_synthetic_split(synth_root, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["eval", "--experiments", "random-mobilenetv3_small_100", "--data", str(synth_root),
+               "--out", str(out), "--batch-size", "32"])
+    assert rc == 0
+    for name in ARTEFACTS:
+        assert (out / name).is_file(), name
+    res = json.loads((out / "results.json").read_text())["random-mobilenetv3_small_100"]
+    assert res["n_positives"] > 0 and res["n_distractors"] > 0
+    assert list((out / "cache").glob("*.npz")), "embeddings are cached under --out"
+
+
+def test_trained_checkpoint_threshold_json(synth_root, tmp_path, monkeypatch):
+    """A checkpoint saved the way training saves it: eval embeds its held-out split and stores the FPR=0.01
+    threshold beside it, equal to the identification_rate threshold of the cached embeddings."""
+    import config
+    from fr_lib.checkpoint import save_checkpoint
+    from models_definition import build_backbone
+
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    name = "ce-efficientnet"
+    cfg = config.get_experiment(name, "tiny", **{"model.backbone": "mobilenetv3_small_100",
+                                                  "data.root": str(synth_root), "data.eval_identity_fraction": 0.4})
+    torch.manual_seed(1)
+    model = build_backbone("mobilenetv3_small_100", embedding_size=cfg.model.embedding_size)
+    save_checkpoint(cfg.checkpoint, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1})
+    out = tmp_path / "out"
+    assert main(["eval", "--experiments", name, "--out", str(out)]) == 0
+    info = json.loads((cfg.checkpoint.parent / "threshold.json").read_text())
+    assert info["fpr"] == 0.01 and info["embedding_size"] == cfg.model.embedding_size
+    q = np.load(next((out / "cache").glob(f"{name}-query*.npz")))
+    d = np.load(next((out / "cache").glob(f"{name}-distractors*.npz")))
+    r = identification_rate(q["embeddings"], q["labels"], d["embeddings"], [0.01])
+    assert info["threshold"] == pytest.approx(float(r.thresholds[0]), abs=1e-7)
+    # query and distractor identities are disjoint (open-set split)
+    assert not {p.split("/")[0] for p in q["paths"]} & {p.split("/")[0] for p in d["paths"]}
+
+
+def test_unknown_experiment_and_missing_checkpoint(tmp_path, capsys, monkeypatch):
+    import config
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    assert main(["eval", "--experiments", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    assert main(["eval", "--experiments", "ce-efficientnet", "--out", str(tmp_path)]) == 2
+    assert "fr train --experiment ce-efficientnet" in capsys.readouterr().err
