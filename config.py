@@ -38,10 +38,11 @@ class DataConfig:
     eval_identity_fraction: float = 0.2     # open-set: identities held out of training entirely
     distractor_fraction: float = 0.5        # of the held-out identities, the share used as distractors
     val_fraction: float = 0.1               # closed-set: per-identity stratified share of training images
-    batch_size: int = 64
+    batch_size: int = 64                    # per process: under torchrun the global batch is world_size x this
     samples_per_class: int = 0              # K of a P x K identity-balanced batch; 0 = plain shuffling
     num_workers: int = 2
-    packed_cache: bool = False              # decode once into a memory-mapped uint8 array
+    packed_cache: bool = False              # decode once into a memory-mapped uint8 array (fr_lib.data.PackedFaces)
+    cache_dir: str | None = None            # where packed caches go; None = fr_lib.data.default_cache_dir()/packed
     augment: bool = True
     seed: int = 0
 
@@ -58,7 +59,8 @@ class ModelConfig:
 class LossConfig:
     name: str = "ce"                        # ce | arcface | cosface | triplet | contrastive
     margin: float | None = None             # None = the loss's default; arcface: radians, cosface: cosine
-    scale: float | None = None              # logit scale s of arcface / cosface
+    scale: float | None = None              # logit scale s of arcface / cosface (64); ce: multiplies the unit
+                                            # embeddings before the linear classifier (1)
     label_smoothing: float = 0.0            # ce only
     mining: str = "batch_hard"              # triplet: batch_hard | semi_hard | all
 
@@ -72,7 +74,8 @@ class OptimConfig:
     scheduler: str = "cosine"               # cosine | step | plateau | none
     warmup_epochs: float = 0.0
     step_size: int = 10                     # step scheduler, epochs
-    gamma: float = 0.1
+    gamma: float = 0.1                      # step and plateau: lr multiplier
+    plateau_patience: int = 2               # plateau: epochs without val-loss improvement before lowering lr
     grad_clip: float | None = 5.0           # max global grad norm; None = off
 
 
@@ -88,6 +91,8 @@ class TrainConfig:
     open_set_fpr: float = 0.01              # per-epoch quick ID-rate check on held-out identities
     freeze_backbone: bool = False           # two-stage recipe: fine-tune only the neck (+ loss weights)
     init_from: str | None = None            # checkpoint to start the two-stage recipe from
+    eval_at_start: bool = False             # also evaluate the untrained model (history row "epoch 0")
+    output_dir: str | None = None           # None = runs/<name> (config.RUNS_DIR)
     seed: int = 0
 
 
@@ -103,7 +108,7 @@ class ExperimentConfig:
 
     @property
     def output_dir(self) -> Path:
-        return RUNS_DIR / self.name
+        return Path(self.train.output_dir) if self.train.output_dir else RUNS_DIR / self.name
 
     @property
     def checkpoint(self) -> Path:
@@ -151,6 +156,51 @@ def _replace_path(obj, path: list[str], value, full_key: str):
     if not is_dataclass(child):
         raise KeyError(f"config key {full_key!r}: {head!r} is not a section")
     return dataclasses.replace(obj, **{head: _replace_path(child, path[1:], value, full_key)})
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.01", "model.pretrained=None"]`` -> dotted overrides with values converted to each field's
+    declared type (int, float, bool, str, or None for optional fields); unknown keys or bad values raise."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        out[key.strip()] = _convert(key.strip(), text.strip())
+    return out
+
+
+def _field_type(key: str) -> str:
+    cls, parts = ExperimentConfig, key.split(".")
+    for i, part in enumerate(parts):
+        by_name = {f.name: f for f in fields(cls)}
+        if part not in by_name:
+            raise KeyError(f"unknown config key {key!r}: {cls.__name__} has {sorted(by_name)}")
+        ftype = by_name[part].type
+        if i < len(parts) - 1:
+            if part not in _SECTION_TYPES:
+                raise KeyError(f"config key {key!r}: {part!r} is not a section")
+            cls = _SECTION_TYPES[part]
+    return ftype
+
+
+def _convert(key: str, text: str):
+    kinds = [t.strip() for t in _field_type(key).split("|")]
+    if "None" in kinds and text.lower() in ("none", "null", ""):
+        return None
+    for kind in kinds:
+        try:
+            if kind == "bool":
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if kind in ("int", "float", "str"):
+                return {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:
+            continue
+    raise ValueError(f"config key {key!r} expects {' | '.join(kinds)}, got {text!r}")
 
 
 # ---------------------------------------------------------------------------------------------------- registry
