@@ -37,9 +37,14 @@ def setup(device_type: str) -> DistContext:
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) on each rank -> (world_size * B, ...) in rank order; gradients flow back to every rank's slice
     (torch.distributed.nn's autograd-aware all_gather). Every rank must pass the same shape."""
+    import warnings
+
     import torch.distributed.nn.functional as dist_fn
 
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    # deprecated in favour of a private API (_functional_collectives) but still the public autograd-aware gather
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dist_fn.all_gather(x), dim=0)
 
 
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:

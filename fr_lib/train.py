@@ -148,7 +148,8 @@ def quick_tpr_at_fpr(query, query_labels, distractors, fpr: float) -> float:
 
 def train(cfg, resume: bool = False, progress: bool = True) -> dict:
     """Train cfg's model; returns {'history', 'best_checkpoint', 'last_checkpoint', 'best_epoch', 'epochs_run',
-    'stopped_early', 'output_dir', 'num_classes'}. ``resume`` continues from output_dir/last.pt (exactly: weights,
+    'stopped_early', 'output_dir', 'num_classes', 'rank', 'model' (the trained model, last epoch, eval mode),
+    'criterion'}. ``resume`` continues from output_dir/last.pt (exactly: weights,
     optimiser, schedule, scaler, epoch, sampler and RNG states) and starts fresh when there is none.
     Raises TrainingDiverged on a NaN/inf loss (the checkpoints of the last good epoch stay as they are)."""
     t_cfg, d_cfg, o_cfg = cfg.train, cfg.data, cfg.optim
@@ -310,6 +311,7 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
                 print(f"early stopping: no val-loss improvement for {t_cfg.early_stopping_patience} epoch(s)")
             break
     log.close()
+    model.eval()
     trained = [h for h in history if h["epoch"] > 0]
     best_epoch = None
     if trained:
@@ -317,7 +319,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
         best_epoch = min(trained, key=lambda h: h[key])["epoch"]
     return {"history": history, "best_checkpoint": best_path, "last_checkpoint": last_path,
             "best_epoch": best_epoch, "epochs_run": len(trained), "stopped_early": stopped_early,
-            "output_dir": out_dir, "num_classes": data.num_classes, "rank": ctx.rank}
+            "output_dir": out_dir, "num_classes": data.num_classes, "rank": ctx.rank,
+            "model": model, "criterion": criterion}
 
 
 def _gather_objects(obj, ctx) -> list:
