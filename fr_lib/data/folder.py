@@ -21,8 +21,9 @@ class FaceFolder(Dataset):
         classes: identity names for the labels of ``samples`` (e.g. OpenSetSplit.train_classes); default: the
             index's classes.
 
-    An image that fails to decode at load time (changed on disk since the scan) is recorded in ``load_errors``
-    [(path, reason)] and replaced by the next image of the same identity, so an epoch never crashes midway.
+    An image that fails to decode at load time (changed on disk since the scan) is recorded (once) in
+    ``load_errors`` [(path, reason)] and replaced by the next image of the same identity, so an epoch never
+    crashes midway.
     With DataLoader workers, each worker keeps its own ``load_errors`` (a warning is printed there).
     """
 
@@ -48,20 +49,24 @@ class FaceFolder(Dataset):
             self._by_label = by
         return self._by_label[self.targets[i]]
 
+    def _record(self, rel: str, e: ImageLoadError) -> None:
+        if (rel, e.reason) not in self.load_errors:  # each broken file is reported once
+            self.load_errors.append((rel, e.reason))
+            warnings.warn(f"skipping unreadable image {e.path}: {e.reason}", stacklevel=3)
+
     def load(self, i: int):
         """The RGB PIL image of sample i (with the replacement rule), without the transform."""
         try:
             return load_rgb(self.root / self.samples[i][0])
         except ImageLoadError as e:
-            self.load_errors.append((self.samples[i][0], e.reason))
-            warnings.warn(f"skipping unreadable image {e.path}: {e.reason}", stacklevel=2)
+            self._record(self.samples[i][0], e)
         group = self._same_identity(i)
         start = group.index(i)
         for j in group[start + 1:] + group[:start]:
             try:
                 return load_rgb(self.root / self.samples[j][0])
             except ImageLoadError as e:
-                self.load_errors.append((self.samples[j][0], e.reason))
+                self._record(self.samples[j][0], e)
         raise RuntimeError(f"no readable image left for identity label {self.targets[i]} under {self.root}")
 
     def __getitem__(self, i: int):

@@ -28,7 +28,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
             x = x / 257.0
         elif x.size and x.max() > 255:
             x = x * (255.0 / (65535.0 if x.max() <= 65535 else x.max()))
-        return Image.fromarray(np.clip(x + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.clip(x + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
