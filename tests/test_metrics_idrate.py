@@ -87,8 +87,8 @@ def _all_negatives(query, labels, distractors):
 def test_chunked_equals_unchunked(quantised):
     query, labels, distractors = _data(3, quantised)
     ref = identification_rate(query, labels, distractors, FPRS, chunk_size=None)
-    for chunk in (300, 997, 4096, 65_536):   # 300 values: one query row per block
-        r = identification_rate(query, labels, distractors, FPRS, chunk_size=chunk)
+    for chunk, threads in ((300, 1), (997, 2), (4096, 1), (65_536, 2)):   # 300 values: one query row per block
+        r = identification_rate(query, labels, distractors, FPRS, chunk_size=chunk, threads=threads)
         np.testing.assert_allclose(r.thresholds, ref.thresholds, rtol=0, atol=0 if quantised else 1e-6)
         np.testing.assert_array_equal(r.tprs, ref.tprs)
         assert r.roc_auc == pytest.approx(ref.roc_auc, abs=1e-12 if quantised else 1e-5)
@@ -102,7 +102,7 @@ def test_bad_sample_falls_back_to_second_pass_and_stays_exact(quantised):
     query, labels, distractors = _data(4, quantised)
     thr, tprs, _, _, auc = brute_force(query, labels, distractors, FPRS)
     r = identification_rate(query, labels, distractors, FPRS, chunk_size=5000, sample_size=20, window_sigmas=0,
-                            max_collect=300)
+                            max_collect=300, threads=2)
     assert r.n_passes == 2
     np.testing.assert_allclose(r.thresholds, thr, atol=0 if quantised else 1e-6)
     np.testing.assert_array_equal(r.tprs, tprs)

@@ -19,12 +19,17 @@ The result is the exact order statistic, identical to materialise-and-sort on th
 
 ROC-AUC (Mann-Whitney U with ties counted 1/2, equal to sklearn.metrics.roc_auc_score) is computed from the same
 histogram: a negative in a lower (higher) bin than a positive counts 1 (0). Negatives sharing a bin with a positive
-are resolved exactly from copied values whenever those bins fit the ``max_collect`` budget (always true for
-moderate sizes); otherwise they count 1/2 and ``roc_auc_max_error`` bounds the resulting error.
+are resolved exactly from copied values whenever those bins fit the ``max_collect`` budget (true up to ~10^7-10^8
+negatives, depending on the overlap); otherwise they count 1/2 and ``roc_auc_max_error`` (returned) bounds the
+error: at most half the fraction of pairs that share a 3e-5-wide bin (~3e-5 at 10^9 negatives in the benchmark).
+
+Similarities are float32 matrix products (TF32 must stay off on CUDA for exact float32 values). Positive scores come
+from per-identity products, so they may differ from the same pair's entry in a full product by float32 rounding.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -102,17 +107,23 @@ def check_fprs(fprs: Sequence[float]) -> np.ndarray:
     return fprs
 
 
-def _bins(v, out_f=None, out_i=None):
-    """Monotone map cosine -> histogram bin (numpy or torch), identical in every pass; optional numpy buffers."""
-    if isinstance(v, np.ndarray):
-        t = np.multiply(v, np.float32(_HALF_BINS), out=out_f)
-        t += np.float32(_HALF_BINS + _OFFSET)
+def _bins(v: np.ndarray) -> np.ndarray:
+    """Monotone map cosine -> histogram bin: trunc(v * 2^15 + 2^15 + 16)."""
+    return _bins_scaled(v * np.float32(_HALF_BINS))
+
+
+def _bins_scaled(x, out_f=None, out_i=None):
+    """The same map on x = v * 2^15 (numpy or torch; optional numpy buffers). Blocks are computed from query rows
+    pre-multiplied by 2^15: scaling by a power of two is exact in floating point, so x is exactly 2^15 times the
+    cosine, _bins(v) == _bins_scaled(2^15 v), and one sweep per block is saved."""
+    if isinstance(x, np.ndarray):
+        t = np.add(x, np.float32(_HALF_BINS + _OFFSET), out=out_f)
         if out_i is None:
             return t.astype(np.intp)
         np.copyto(out_i, t, casting="unsafe")
         return out_i
     import torch
-    return (v * _HALF_BINS + (_HALF_BINS + _OFFSET)).to(dtype=torch.int64).clamp_(0, _NUM_BINS - 1)
+    return (x + (_HALF_BINS + _OFFSET)).to(dtype=torch.int64).clamp_(0, _NUM_BINS - 1)
 
 
 class _Pass:
@@ -145,17 +156,17 @@ class _Pass:
         self.collected = [vals[self.table[_bins(vals)]]]
         self.n_collected = len(self.collected[0])
 
-    def add(self, v) -> None:
-        """v: 1-D or 2-D block of negative cosine similarities (numpy on CPU, torch on CUDA)."""
-        v = v.reshape(-1)
-        n = v.shape[0]
+    def add(self, x) -> None:
+        """x: 1-D or 2-D block of negative cosine similarities times 2^15 (numpy on CPU, torch on CUDA)."""
+        x = x.reshape(-1)
+        n = x.shape[0]
         if n == 0:
             return
-        if isinstance(v, np.ndarray):
+        if isinstance(x, np.ndarray):
             if n > self._buf_size:
                 self._buf_size = n
                 self._f, self._i, self._m = np.empty(n, np.float32), np.empty(n, np.intp), np.empty(n, bool)
-            idx = _bins(v, self._f[:n], self._i[:n])
+            idx = _bins_scaled(x, self._f[:n], self._i[:n])
             if self.histogram:
                 try:
                     h = np.bincount(idx, minlength=_NUM_BINS)
@@ -164,14 +175,15 @@ class _Pass:
                 if h is None or len(h) != _NUM_BINS:
                     raise ValueError("cosine similarity outside [-1, 1]: embeddings were not normalised")
                 self.hist += h
-            sel = v[np.take(self.table, idx, out=self._m[:n])]
+            sel = x[np.take(self.table, idx, out=self._m[:n])]
         else:
-            idx = _bins(v)
+            idx = _bins_scaled(x)
             if self.histogram:
                 import torch
                 self.hist_t += torch.bincount(idx, minlength=_NUM_BINS)
-            sel = v[self.table_t[idx]].cpu().numpy()
+            sel = x[self.table_t[idx]].cpu().numpy()
         if sel.size:
+            sel = sel * np.float32(1.0 / _HALF_BINS)   # exact: back to cosine
             self.collected.append(sel)
             self.n_collected += sel.size
 
@@ -190,44 +202,119 @@ def _to_device(x: np.ndarray, device: str):
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
-def _similarity_blocks(q, labels, d, chunk_size, device, negatives_only=True):
-    """Yield blocks of negative similarities: query-query (i < j, different identity) then query x distractor.
-
-    q (Nq, D), d (Nd, D) unit rows on ``device``; labels (Nq,) int numpy. Blocks hold <= chunk_size values
-    (rows of the upper query-query triangle; query x distractor tiles of <= 4096 distractors) and reuse one output
-    buffer on CPU: consume each block before asking for the next. negatives_only=False yields the raw
-    products (the benchmark's bare baseline).
-    """
-    nq, nd = q.shape[0], d.shape[0]
-    cpu = isinstance(q, np.ndarray)
+def _tasks(nq: int, nd: int, chunk_size: int | None) -> list[tuple]:
+    """Work items of the similarity product, each a block of <= chunk_size values: ('qq', r0, r1) rows of the upper
+    query-query triangle (columns r0..nq) and ('qd', c0, c1, r0, r1) query x distractor tiles (<= 4096 columns)."""
     total = max(nq * nq, nq * nd) if chunk_size is None else chunk_size
-    buf = np.empty(min(max(total, nq), max(nq * nq, nq * nd)), np.float32) if cpu else None
-
-    def product(a, b_t):
-        if not cpu:
-            return a @ b_t
-        out = buf[: a.shape[0] * b_t.shape[1]].reshape(a.shape[0], b_t.shape[1])
-        return np.matmul(a, b_t, out=out)
-
-    labels_dev = _to_device(labels, device)
     rows = max(1, min(nq, total // max(nq, 1)))
-    for r0 in range(0, nq, rows):                                  # query x query, upper triangle, row blocks
-        r1 = min(nq, r0 + rows)
-        s = product(q[r0:r1], q[r0:].T)                             # (r, nq - r0)
-        if not negatives_only:
-            yield s
-            continue
-        upper = _to_device(np.arange(r0, nq)[None, :] > np.arange(r0, r1)[:, None], device)
-        yield s[upper & (labels_dev[r0:r1, None] != labels_dev[None, r0:])]
-    if nd == 0:
-        return
-    cols = nd if chunk_size is None else min(nd, max(1, min(4096, total)))
-    rows = max(1, min(nq, total // cols))
-    for c0 in range(0, nd, cols):
-        dt = d[c0:c0 + cols].T
-        dt = np.ascontiguousarray(dt) if cpu else dt.contiguous()
-        for r0 in range(0, nq, rows):
-            yield product(q[r0:r0 + rows], dt)
+    tasks: list[tuple] = [("qq", r0, min(nq, r0 + rows)) for r0 in range(0, nq, rows)]
+    if nd:
+        cols = nd if chunk_size is None else min(nd, max(1, min(4096, total)))
+        rows = max(1, min(nq, total // cols))
+        tasks += [("qd", c0, min(nd, c0 + cols), r0, min(nq, r0 + rows))
+                  for c0 in range(0, nd, cols) for r0 in range(0, nq, rows)]
+    return tasks
+
+
+class _BlockMaker:
+    """Computes the blocks of tasks: 2^15 x cosine (query rows pre-scaled; exact, see _bins_scaled). One output
+    buffer per maker on CPU, so a block must be consumed before the next is made; one maker per thread."""
+
+    def __init__(self, q_scaled, q, d, labels_dev, device: str, negatives_only: bool = True):
+        self.q_scaled, self.q, self.d, self.labels = q_scaled, q, d, labels_dev
+        self.device, self.negatives_only = device, negatives_only
+        self.cpu = isinstance(q, np.ndarray)
+        self.buf = np.empty(0, np.float32)
+        self._tile = (None, None)
+
+    def _product(self, a, b_t):
+        if not self.cpu:
+            return a @ b_t
+        n = a.shape[0] * b_t.shape[1]
+        if n > self.buf.size:
+            self.buf = np.empty(n, np.float32)
+        return np.matmul(a, b_t, out=self.buf[:n].reshape(a.shape[0], b_t.shape[1]))
+
+    def __call__(self, task):
+        if task[0] == "qq":
+            _, r0, r1 = task
+            s = self._product(self.q_scaled[r0:r1], self.q[r0:].T)          # (r, nq - r0)
+            if not self.negatives_only:
+                return s
+            nq = self.q.shape[0]
+            upper = _to_device(np.arange(r0, nq)[None, :] > np.arange(r0, r1)[:, None], self.device)
+            return s[upper & (self.labels[r0:r1, None] != self.labels[None, r0:])]
+        _, c0, c1, r0, r1 = task
+        if self._tile[0] != (c0, c1):   # transposed distractor tile, reused by the row blocks that follow
+            dt = self.d[c0:c1].T
+            self._tile = ((c0, c1), np.ascontiguousarray(dt) if self.cpu else dt.contiguous())
+        return self._product(self.q_scaled[r0:r1], self._tile[1])
+
+
+def _similarity_blocks(q, labels, d, chunk_size, device, negatives_only=True):
+    """Yield, in one thread, the blocks of every task (see _tasks, _BlockMaker). q (Nq, D), d (Nd, D) unit rows on
+    ``device``; labels (Nq,) int numpy. negatives_only=False yields raw products (the benchmark's baseline)."""
+    make = _BlockMaker(q * float(_HALF_BINS), q, d, _to_device(labels, device), device, negatives_only)
+    for task in _tasks(q.shape[0], d.shape[0], chunk_size):
+        yield make(task)
+
+
+def _run_pass(q, labels, d, chunk_size, device, collect_bins, histogram, threads, max_collect, drop_bins=None,
+              progress=False, negatives_only=True):
+    """One pass over all blocks -> (histogram, copied values, whether drop_bins were dropped).
+
+    On CPU, ``threads`` workers each run single-threaded BLAS products and their own histogram/copy work on
+    alternate blocks: both cores stay busy through the (single-threaded) numpy sweeps, where two-threaded BLAS
+    followed by one-threaded sweeps leaves a core idle for a third of the time. CUDA: one stream, in order."""
+    import threading
+
+    tasks = _tasks(q.shape[0], d.shape[0], chunk_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(tasks), desc="ID rate", unit="block", leave=False)
+    q_scaled = q * float(_HALF_BINS)
+    labels_dev = _to_device(labels, device)
+    local, passes = threading.local(), []
+    budget = max_collect // max(threads, 1)
+
+    def work(task):
+        st = getattr(local, "state", None)
+        if st is None:
+            st = local.state = (_Pass(collect_bins, histogram, device),
+                                _BlockMaker(q_scaled, q, d, labels_dev, device, negatives_only))
+            passes.append(st[0])
+        block = st[1](task)
+        if negatives_only:
+            st[0].add(block)
+            if drop_bins is not None and drop_bins.size and st[0].n_collected > budget and st[0].table[drop_bins[0]]:
+                st[0].drop_bins(drop_bins)
+        if bar is not None:
+            bar.update()
+
+    if device == "cpu" and threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as ex:
+            for _ in ex.map(work, tasks):
+                pass
+    else:
+        for task in tasks:
+            work(task)
+    if bar is not None:
+        bar.close()
+    if not passes:
+        return np.zeros(_NUM_BINS, np.int64), np.zeros(0, np.float32), False
+    results = [p.finish() for p in passes]
+    hist = np.sum([h for h, _ in results], axis=0)
+    vals = np.concatenate([v for _, v in results])
+    dropped = drop_bins is not None and drop_bins.size > 0 and any(not p.table[drop_bins[0]] for p in passes)
+    if dropped:   # a worker ran over its share: drop those bins everywhere for a consistent copy
+        table = np.ones(_NUM_BINS, bool)
+        table[drop_bins] = False
+        vals = vals[table[_bins(vals)]]
+    return hist, vals, dropped
 
 
 def _positive_scores(q: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -275,6 +362,7 @@ def identification_rate(
     window_sigmas: float = 5.0,
     max_collect: int = 1 << 25,
     seed: int = 0,
+    threads: int | None = None,
     progress: bool = False,
 ) -> IDRateResult:
     """TPR at FPR on a query set and a distractor set, exactly the DESIGN.md protocol.
@@ -284,7 +372,8 @@ def identification_rate(
     fpr = 1, N = number_of_negatives is clamped to the last negative. chunk_size: similarity values per block
     (memory ~ 12 bytes each); None computes everything as one block (the unchunked method). device: 'cpu' (numpy)
     or a torch CUDA device. sample_size, window_sigmas: the threshold estimate and its window (in standard
-    deviations of the sample rank); max_collect: most similarity values copied during the pass.
+    deviations of the sample rank); max_collect: most similarity values copied during the pass; threads: CPU
+    worker threads (default: all cores; each uses single-threaded BLAS).
     Returns IDRateResult; raises ValueError on empty/ill-formed input, NaN/inf, no positive or negative pairs.
     """
     fprs = check_fprs(fprs)
@@ -337,29 +426,24 @@ def identification_rate(
     if est[collect].sum() + est[auc_bins].sum() <= max_collect / 2:
         collect[auc_bins] = True
 
-    acc = _Pass(np.flatnonzero(collect), histogram=True, device=device)
-    blocks = _similarity_blocks(qd, labels, dd, chunk_size, device)
-    if progress:
-        from tqdm.auto import tqdm
-        blocks = tqdm(blocks, desc="ID rate", unit="block", leave=False)
-    for block in blocks:
-        acc.add(block)
-        if acc.n_collected > max_collect and auc_bins.size and collect[auc_bins[0]]:
-            # the sample was badly off: keep only the threshold windows; the AUC becomes bounded, not exact
-            acc.drop_bins(auc_bins)
-            collect[auc_bins] = False
-    hist, vals = acc.finish()
-    assert int(hist.sum()) == n_neg, (int(hist.sum()), n_neg)
+    if threads is None:
+        # small problems: thread start-up and BLAS re-configuration cost more than they save
+        threads = (os.cpu_count() or 1) if device == "cpu" and n_neg * q.shape[1] >= 1 << 32 else 1
+    hist, vals, dropped = _run_pass(qd, labels, dd, chunk_size, device, np.flatnonzero(collect), True, threads,
+                                    max_collect, drop_bins=auc_bins if collect[auc_bins].all() else None,
+                                    progress=progress)
+    if dropped:   # the sample was badly off: only the threshold windows were kept; the AUC becomes bounded
+        collect[auc_bins] = False
+    if int(hist.sum()) != n_neg:
+        raise RuntimeError(f"internal error: histogram holds {int(hist.sum())} of {n_neg} negatives")
 
     above = np.concatenate([np.cumsum(hist[::-1])[::-1][1:], [0]])   # negatives in bins > b
     target_bins = np.array([_target_bin(above, hist, r) for r in ranks])
     n_passes = 1
     missing = np.unique(target_bins[~collect[target_bins]])
     if missing.size:   # second pass only for thresholds outside their window
-        extra = _Pass(missing, histogram=False, device=device)
-        for block in _similarity_blocks(qd, labels, dd, chunk_size, device):
-            extra.add(block)
-        vals = np.concatenate([vals, extra.finish()[1]])
+        _, extra, _ = _run_pass(qd, labels, dd, chunk_size, device, missing, False, threads, max_collect)
+        vals = np.concatenate([vals, extra])
         collect[missing] = True
         n_passes = 2
     vals = np.sort(vals)[::-1]                       # descending; bins are monotone in the value
