@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from math import comb
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,7 +56,8 @@ def _matched(usable: dict[str, list[int]], names: Sequence[str], n: int, used: s
              rng: np.random.Generator) -> list[tuple]:
     """n distinct same-identity pairs (name, i, j), i < j: an identity drawn uniformly among those with unused
     pairs left (so large identities do not dominate), then a uniform pair of its images; rejection of repeats."""
-    left = {k: comb(len(usable[k]), 2) - sum(1 for p in used if len(p) == 3 and p[0] == k) for k in names}
+    taken = Counter(p[0] for p in used if len(p) == 3)
+    left = {k: comb(len(usable[k]), 2) - taken[k] for k in names}
     live = sorted(k for k in names if left[k] > 0)
     out = []
     while len(out) < n:
@@ -105,7 +107,8 @@ def _capacity(usable: dict[str, list[int]], names: Iterable[str]) -> tuple[int, 
 
 
 def write_lfw_pairs(root, out_path, folds: int = 10, pairs_per_fold: int = 300, seed: int = 0,
-                    identities: Sequence[str] | None = None, verify: bool = True, use_cache: bool = True) -> dict:
+                    identities: Sequence[str] | None = None, verify: bool = True, use_cache: bool = True,
+                    progress: bool = True) -> dict:
     """Write an LFW View-2 format pairs file for ``root/<identity>/<image>`` (see the module docstring for n).
 
     folds: number of folds (LFW: 10). Folds are identity-disjoint, as in LFW View 2, whenever there are at least
@@ -116,7 +119,7 @@ def write_lfw_pairs(root, out_path, folds: int = 10, pairs_per_fold: int = 300, 
     seed: pairs and fold assignment are a deterministic function of (folder contents, arguments).
     identities: draw only from these identity folders (e.g. the held-out identities of an open-set split).
     verify: decode each image once (fr_lib.data.scan_folder) so unreadable images are never chosen; they still
-        count in the sorted positions n.
+        count in the sorted positions n. use_cache, progress: passed to scan_folder (index cache, tqdm bar).
 
     Returns a summary dict: path, folds, pairs_per_fold, identity_disjoint, identities (used), skipped
     [(path, reason)]. Raises ValueError when no pair can be formed. The file is written atomically.
@@ -124,7 +127,7 @@ def write_lfw_pairs(root, out_path, folds: int = 10, pairs_per_fold: int = 300, 
     if folds < 1 or pairs_per_fold < 1:
         raise ValueError(f"folds and pairs_per_fold must be >= 1, got {folds}, {pairs_per_fold}")
     root = Path(root).expanduser().resolve()
-    index = scan_folder(root, use_cache=use_cache, verify=verify)
+    index = scan_folder(root, use_cache=use_cache, verify=verify, progress=progress)
     readable = {s for s, _ in index.samples}
     skipped = list(index.skipped)
     wanted = set(index.classes) if identities is None else set(identities)

@@ -155,3 +155,14 @@ def test_same_face_is_closer_than_other_people(embedder, dlib_models, astronaut)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
     unit_other = desc / np.linalg.norm(desc, axis=1, keepdims=True)
     assert (emb[1:] @ emb[0]).min() > (unit_other[1:] @ unit_other[0]).max()
+
+
+@needs_dlib
+def test_copies_reload_dlib_models(embedder, astronaut, dlib_models):
+    import copy
+    import pickle
+
+    _, box = _reference_box(dlib_models, astronaut)
+    x = _to_tensor([_crop(astronaut, box)])
+    for clone in (copy.deepcopy(embedder), pickle.loads(pickle.dumps(embedder))):
+        assert torch.equal(clone(x), embedder(x))

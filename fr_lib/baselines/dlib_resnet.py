@@ -149,15 +149,28 @@ class DlibResNetEmbedder(nn.Module):
         if not (left < right and top < bottom):
             raise ValueError(f"face_box must be (left, top, right, bottom) with left < right, top < bottom; "
                              f"got {face_box}")
-        dlib = import_dlib()
         self.num_jitters, self.face_box, self.detect = int(num_jitters), (left, top, right, bottom), bool(detect)
-        self._dlib = dlib
-        self.facerec = dlib.face_recognition_model_v1(str(model_path("descriptor", models_dir)))
-        self.shape_predictor = dlib.shape_predictor(str(model_path("shape_predictor", models_dir)))
-        self.detector = dlib.get_frontal_face_detector()
+        self.models_dir = None if models_dir is None else str(models_dir)
+        self._load_dlib()
         # An empty, frozen parameter so callers that locate a model's device with next(model.parameters())
         # (common in embedding loops) work; dlib's weights live outside torch.
         self._device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    _DLIB_STATE = ("_dlib", "facerec", "shape_predictor", "detector")
+
+    def _load_dlib(self) -> None:
+        dlib = import_dlib()
+        self._dlib = dlib
+        self.facerec = dlib.face_recognition_model_v1(str(model_path("descriptor", self.models_dir)))
+        self.shape_predictor = dlib.shape_predictor(str(model_path("shape_predictor", self.models_dir)))
+        self.detector = dlib.get_frontal_face_detector()
+
+    def __getstate__(self):  # dlib's objects do not pickle: copies (deepcopy, pickle) reload them from the files
+        return {k: v for k, v in self.__dict__.items() if k not in self._DLIB_STATE}
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        self._load_dlib()
 
     # ------------------------------------------------------------------------------------------------ crops
     def face_rectangle(self, crop: np.ndarray):
