@@ -139,3 +139,17 @@ def test_fr_align_killed_midway_then_rerun_gives_the_same_tree(src, reference, t
             assert got[key] == want[key], key
         else:  # MTCNN on batches of another composition may differ in the last float bit: allow a few levels
             assert np.abs(got[key].astype(int) - want[key].astype(int)).max() <= 3, key
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys):
+    from fr_lib.cli import main
+
+    assert main(["align", str(tmp_path / "missing"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty" / "person").mkdir(parents=True)
+    assert main(["align", str(tmp_path / "empty"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "no image files" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="inside the source"):
+        align_folder(tmp_path / "empty", tmp_path / "empty" / "aligned", progress=False)
+    with pytest.raises(ValueError, match="mode"):
+        align_folder(tmp_path / "empty", tmp_path / "out", mode="warp", progress=False)

@@ -32,6 +32,7 @@ SKIPPED_CSV = "skipped.csv"
 SKIP_LOG = ".fr_align_skipped.csv"   # append-only manifest of skipped photos (the resume state)
 SETTINGS = ".fr_align.json"          # settings of the run that made DST; a rerun must use the same
 TMP_SUFFIX = ".fr-tmp"
+CHUNK_BYTES = 256 * 2**20  # decoded photos per chunk; about three chunks are in memory at once
 OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")  # kept as they are; other formats are written as .png (lossless)
 
 
@@ -179,14 +180,21 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
     done_before = len(files) - len(todo)
 
     detector = build_detector(str(device))
-    chunk_len = batch_size * 4  # photos decoded ahead while the previous chunk is detected
-    chunks = [todo[i:i + chunk_len] for i in range(0, len(todo), chunk_len)]
+    max_chunk = batch_size * 4  # photos decoded ahead while the previous chunk is detected
+    position = 0
+
+    def next_chunk(length: int) -> list[str]:
+        nonlocal position
+        chunk = todo[position:position + length]
+        position += len(chunk)
+        return chunk
 
     def load(rel: str):
         try:
             return read_rgb(src / rel), None
         except Exception as e:  # any decode failure is a per-photo skip, never a crash of the run
-            return None, f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+            message = str(e).replace(str(src / rel), rel).replace("\n", " ")  # no absolute paths in skipped.csv
+            return None, f"{type(e).__name__}: {message}"[:300]
 
     def write(rel: str, image: np.ndarray, face) -> str:
         crop = (align_face(image, face.landmarks, size) if mode == "similarity"
@@ -211,11 +219,16 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
             counts[reason] += 1
 
         pending: list[Future] = []
-        loads = [pool.submit(load, rel) for rel in chunks[0]] if chunks else []
+        chunk = next_chunk(min(max_chunk, 4))  # small first chunk: photo sizes are unknown until decoded
+        loads = [pool.submit(load, rel) for rel in chunk]
         try:
-            for k, chunk in enumerate(chunks):
+            while chunk:
                 decoded = [f.result() for f in loads]
-                loads = [pool.submit(load, rel) for rel in chunks[k + 1]] if k + 1 < len(chunks) else []
+                # size the next chunk so the decoded photos held at once stay within CHUNK_BYTES
+                # (128 photos of 6000x4000 would be 9 GB; 128 of CASIA-WebFace's 250x250, 24 MB)
+                nbytes = [image.nbytes for image, _ in decoded if image is not None] or [1]
+                upcoming = next_chunk(int(np.clip(CHUNK_BYTES // max(np.mean(nbytes), 1), 1, max_chunk)))
+                loads = [pool.submit(load, rel) for rel in upcoming]
                 usable = []
                 for rel, (image, error) in zip(chunk, decoded):
                     if image is None:
@@ -240,6 +253,7 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
                     else:
                         pending.append(pool.submit(write, rel, image, face))
                 bar.set_postfix(skipped=sum(counts.values()), refresh=False)
+                chunk = upcoming
             for f in pending:
                 f.result()
             bar.update(len(pending))
