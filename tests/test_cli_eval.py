@@ -55,21 +55,10 @@ def test_embeddings_npz_bad_input(tmp_path, capsys):
     assert "(0, 1]" in capsys.readouterr().err
 
 
-def test_random_baseline_on_synthetic_split(synth_root, tmp_path):
-    out = tmp_path / "out"
-    rc = main(["eval", "--experiments", "random-mobilenetv3_small_100", "--data", str(synth_root),
-               "--out", str(out), "--batch-size", "32"])
-    assert rc == 0
-    for name in ARTEFACTS:
-        assert (out / name).is_file(), name
-    res = json.loads((out / "results.json").read_text())["random-mobilenetv3_small_100"]
-    assert res["n_positives"] > 0 and res["n_distractors"] > 0
-    assert list((out / "cache").glob("*.npz")), "embeddings are cached under --out"
-
-
-def test_trained_checkpoint_threshold_json(synth_root, tmp_path, monkeypatch):
-    """A checkpoint saved the way training saves it: eval embeds its held-out split and stores the FPR=0.01
-    threshold beside it, equal to the identification_rate threshold of the cached embeddings."""
+def test_trained_checkpoint_and_random_baseline(synth_root, tmp_path, monkeypatch):
+    """A checkpoint saved the way training saves it, next to the random-<backbone> baseline: eval embeds the split
+    the run held out, writes every artefact, and stores the FPR=0.01 threshold beside the checkpoint, equal to the
+    identification_rate threshold of the cached embeddings."""
     import config
     from fr_lib.checkpoint import save_checkpoint
     from models_definition import build_backbone
@@ -77,12 +66,21 @@ def test_trained_checkpoint_threshold_json(synth_root, tmp_path, monkeypatch):
     monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
     name = "ce-efficientnet"
     cfg = config.get_experiment(name, "tiny", **{"model.backbone": "mobilenetv3_small_100",
-                                                  "data.root": str(synth_root), "data.eval_identity_fraction": 0.4})
+                                                  "data.root": str(synth_root), "data.eval_identity_fraction": 0.25})
     torch.manual_seed(1)
     model = build_backbone("mobilenetv3_small_100", embedding_size=cfg.model.embedding_size)
     save_checkpoint(cfg.checkpoint, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1})
     out = tmp_path / "out"
-    assert main(["eval", "--experiments", name, "--out", str(out)]) == 0
+    assert main(["eval", "--experiments", f"{name},random-mobilenetv3_small_100", "--out", str(out)]) == 0
+    for artefact in ARTEFACTS:
+        assert (out / artefact).is_file(), artefact
+    df = pd.read_csv(out / "table.csv", index_col=0)
+    assert list(df.index) == [name, "random-mobilenetv3_small_100"]
+    res = json.loads((out / "results.json").read_text())
+    # the baseline is evaluated on the same held-out identities as the experiment (its data config)
+    assert res[name]["n_query"] == res["random-mobilenetv3_small_100"]["n_query"] > 0
+    assert res[name]["n_distractors"] > 0
+    assert not (tmp_path / "runs" / "random-mobilenetv3_small_100").exists()
     info = json.loads((cfg.checkpoint.parent / "threshold.json").read_text())
     assert info["fpr"] == 0.01 and info["embedding_size"] == cfg.model.embedding_size
     q = np.load(next((out / "cache").glob(f"{name}-query*.npz")))
@@ -97,6 +95,7 @@ def test_unknown_experiment_and_missing_checkpoint(tmp_path, capsys, monkeypatch
     import config
     monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
     assert main(["eval", "--experiments", "nope", "--out", str(tmp_path)]) == 2
-    assert "unknown experiment" in capsys.readouterr().err
+    assert "unknown embedder 'nope'" in capsys.readouterr().err
     assert main(["eval", "--experiments", "ce-efficientnet", "--out", str(tmp_path)]) == 2
-    assert "fr train --experiment ce-efficientnet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "train it first" in err

@@ -6,7 +6,9 @@
 
 An experiment is evaluated on the identities its training run held out (the open-set split stored in its
 checkpoint's config, on --data ROOT if given, else on the run's own data root), or on --query / --distractors
-folders. ``random-<backbone>`` is a randomly initialised backbone (seed 0): the chance-level baseline.
+folders. Besides experiment names: ``random-<backbone>`` (randomly initialised, seed 0: the chance-level row),
+``facenet-vggface2`` / ``facenet-casia-webface`` (pretrained; skipped with a reason when offline), ``dlib-resnet``
+and checkpoint paths (fr_lib.embedders.resolve_embedder).
 After each experiment the cosine threshold at FPR = 0.01 is written to runs/<name>/threshold.json (used by
 ``fr compare`` and ``fr recognize``). Writes table.md, table.csv, table.html, results.json, roc_curves.png and
 similarity_distributions.png under --out.
@@ -32,7 +34,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--experiments", metavar="A,B,C",
-                     help="comma-separated experiment names (config.EXPERIMENTS) or random-<backbone>")
+                     help="comma-separated experiment names (config.EXPERIMENTS), checkpoint paths, random-<backbone>, "
+                          "facenet-vggface2, facenet-casia-webface, dlib-resnet")
     src.add_argument("--embeddings", metavar="[NAME=]FILE.npz,...",
                      help="precomputed embeddings: .npz files with arrays embeddings (N, D), labels (N,), "
                           "is_distractor (N,) bool")
@@ -101,28 +104,22 @@ def load_embeddings_npz(path: str | Path):
 
 # ------------------------------------------------------------------------------------------- experiments
 def _model_for(name: str, device: str):
-    """(model, image_size, normalization, checkpoint path or None, data config dict or None)."""
-    import torch
-
-    if name.startswith("random-"):
-        from models_definition import build_backbone
-        torch.manual_seed(0)
-        try:
-            model = build_backbone(name[len("random-"):], embedding_size=512, pretrained=None)
-        except ValueError as e:
-            raise EvalError(f"{name}: {e}") from e
-        return model.to(device).eval(), model.default_image_size, model.normalization, None, None
+    """(model, image_size, normalization, checkpoint path or None, data config dict or None) through
+    fr_lib.embedders.resolve_embedder: registered experiments, checkpoint paths, random-<backbone>,
+    facenet-vggface2 / facenet-casia-webface, dlib-resnet."""
     import config
-    from fr_lib.checkpoint import load_embedder
+    from fr_lib.embedders import resolve_embedder
+
+    def checkpoint_for(n):
+        return config.get_experiment(n).checkpoint   # KeyError (a LookupError) for names that are not experiments
+
     try:
-        ckpt = config.get_experiment(name).checkpoint
-    except KeyError as e:
-        raise EvalError(f"{e.args[0]} (or random-<backbone> for a randomly initialised baseline)") from e
-    if not Path(ckpt).is_file():
-        raise EvalError(f"experiment {name!r} has no checkpoint at {ckpt}: train it first "
-                        f"(`fr train --experiment {name}`)")
-    model, meta = load_embedder(ckpt, device=device)
-    return model, meta["image_size"], meta["normalization"], Path(ckpt), meta["config"]["data"]
+        model, meta = resolve_embedder(name, device=device, runs_dir=config.RUNS_DIR, checkpoint_for=checkpoint_for)
+    except (ValueError, FileNotFoundError) as e:
+        raise EvalError(str(e)) from e
+    ckpt = Path(meta["checkpoint"]) if meta.get("checkpoint") else None
+    data_cfg = (meta.get("config") or {}).get("data")
+    return model, meta["image_size"], meta["normalization"], ckpt, data_cfg
 
 
 def _split_samples(args, data_cfg: dict | None):
@@ -224,12 +221,18 @@ def _run(args) -> int:
         jobs = [(name, None) for name in (x.strip() for x in args.experiments.split(",")) if name]
         if not jobs:
             raise EvalError("--experiments is empty")
+    skipped = {}
     for name, path in jobs:
         ckpt = None
         if path is not None:
             q, labels, d = load_embeddings_npz(path)
         else:
-            (q, labels, d), ckpt, data_cfg = _embed_experiment(name, args, device, out, first_data_cfg)
+            try:
+                (q, labels, d), ckpt, data_cfg = _embed_experiment(name, args, device, out, first_data_cfg)
+            except (ImportError, RuntimeError) as e:   # pretrained weights offline, optional dlib extra missing
+                print(f"skipped {name}: {e}", file=sys.stderr)
+                skipped[name] = str(e)
+                continue
             first_data_cfg = first_data_cfg or data_cfg
         try:
             r = identification_rate(q, labels, d, fprs_run, chunk_size=args.chunk_size,
@@ -251,6 +254,9 @@ def _run(args) -> int:
         print(f"{name}: {len(q)} query / {len(d)} distractor images, {r.n_positives} positive and "
               f"{r.n_negatives} negative pairs, ROC-AUC {r.roc_auc:.4f}", flush=True)
 
+    if not results:
+        raise EvalError(f"every model was skipped: {skipped}")
+    summary.update({name: {"skipped": reason} for name, reason in skipped.items()})
     df = comparison_table(results)
     write_table(df, out)
     _atomic_write(out / "results.json", json.dumps(summary, indent=2) + "\n")
