@@ -153,3 +153,18 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         align_folder(tmp_path / "empty", tmp_path / "empty" / "aligned", progress=False)
     with pytest.raises(ValueError, match="mode"):
         align_folder(tmp_path / "empty", tmp_path / "out", mode="warp", progress=False)
+
+
+def test_photo_with_two_faces_follows_the_policy(tmp_path):
+    face = Image.fromarray(data.astronaut()).crop((130, 20, 320, 210))
+    photo = Image.new("RGB", (300, 160), (200, 200, 200))
+    photo.paste(face.resize((150, 150)), (5, 5))                    # the larger face, left
+    photo.paste(face.resize((100, 100)), (190, 30))                 # a smaller one, right
+    (tmp_path / "src" / "pair").mkdir(parents=True)
+    photo.save(tmp_path / "src" / "pair" / "two.png")
+    skipped = align_folder(tmp_path / "src", tmp_path / "skip", policy="skip", progress=False)
+    assert skipped.skipped_paths == [("pair/two.png", "several faces")] and skipped.aligned == 0
+    with open(tmp_path / "skip" / "skipped.csv", newline="") as f:
+        assert list(csv.reader(f))[1] == ["pair/two.png", "several faces", "2 faces"]
+    largest = align_folder(tmp_path / "src", tmp_path / "largest", policy="largest", progress=False)
+    assert largest.aligned == 1 and largest.skipped == {}

@@ -25,7 +25,7 @@ from PIL import Image
 
 from fr_lib.align.detect import build_detector, detect_faces
 from fr_lib.align.image import IMAGE_EXTENSIONS, read_rgb
-from fr_lib.align.policy import FACE_TOO_SMALL, NO_FACE, POLICIES, UNREADABLE, select_face
+from fr_lib.align.policy import FACE_TOO_SMALL, NO_FACE, POLICIES, SEVERAL_FACES, UNREADABLE, select_face
 from fr_lib.align.transform import ALIGN_MODES, align_face, crop_face
 
 SKIPPED_CSV = "skipped.csv"
@@ -126,6 +126,18 @@ def _check_settings(dst: Path, settings: dict) -> None:
         _atomic_write_bytes(path, json.dumps(settings, indent=1).encode())
 
 
+def _write_skipped_csv(path: Path, skip_log: dict[str, tuple[str, str]], present: set[str]) -> list[tuple]:
+    """Atomically write every logged skip (this run's and earlier runs') of photos still under SRC, sorted by
+    path -> the rows (path, reason, detail)."""
+    rows = sorted((rel, reason, detail) for rel, (reason, detail) in skip_log.items() if rel in present)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason", "detail"])
+    writer.writerows(rows)
+    _atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    return rows
+
+
 def _encode(crop: np.ndarray, suffix: str, quality: int) -> bytes:
     buffer = io.BytesIO()
     if suffix.lower() == ".png":
@@ -196,13 +208,17 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
             message = str(e).replace(str(src / rel), rel).replace("\n", " ")  # no absolute paths in skipped.csv
             return None, f"{type(e).__name__}: {message}"[:300]
 
-    def write(rel: str, image: np.ndarray, face) -> str:
-        crop = (align_face(image, face.landmarks, size) if mode == "similarity"
-                else crop_face(image, face.box, size))
+    def write(rel: str, image: np.ndarray, face) -> tuple[str, str | None]:
+        """Align and write one crop -> (rel, None), or (rel, why) when the landmarks admit no transform."""
+        try:
+            crop = (align_face(image, face.landmarks, size) if mode == "similarity"
+                    else crop_face(image, face.box, size))
+        except ValueError as e:  # degenerate landmarks (coincident points): a per-photo skip
+            return rel, str(e)
         out = dst / outputs[rel]
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(out, _encode(crop, out.suffix, quality))
-        return rel
+        _atomic_write_bytes(out, _encode(crop, out.suffix, quality))  # disk errors do stop the run
+        return rel, None
 
     from tqdm.auto import tqdm  # here, not at import: tqdm.auto warns in notebooks without ipywidgets
 
@@ -217,6 +233,11 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
             logger.writerow([rel, reason, detail])
             log.flush()
             counts[reason] += 1
+
+        def finish(future: Future) -> None:
+            rel, error = future.result()
+            if error is not None:
+                skip(rel, NO_FACE, error)
 
         pending: list[Future] = []
         chunk = next_chunk(min(max_chunk, 4))  # small first chunk: photo sizes are unknown until decoded
@@ -240,14 +261,14 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
                 detections = detect_faces([image for _, image in usable], batch_size=batch_size,
                                           max_side=max_side, detector=detector)
                 for f in pending:  # the previous chunk's crops: written while this chunk was detected
-                    f.result()
+                    finish(f)
                 bar.update(len(chunk) - len(usable) + len(pending))
                 pending = []
                 for (rel, image), faces in zip(usable, detections):
                     face, reason = select_face(faces, image.shape, policy, min_face_size)
                     if face is None:
-                        detail = {NO_FACE: "", FACE_TOO_SMALL: f"{max(faces, key=lambda f: f.area).size:.0f} px"
-                                  if faces else ""}.get(reason, f"{len(faces)} faces")
+                        detail = ("" if not faces else f"{len(faces)} faces" if reason == SEVERAL_FACES
+                                  else f"largest face {max(f.size for f in faces):.0f} px")
                         skip(rel, reason, detail)
                         bar.update(1)
                     else:
@@ -255,21 +276,13 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
                 bar.set_postfix(skipped=sum(counts.values()), refresh=False)
                 chunk = upcoming
             for f in pending:
-                f.result()
+                finish(f)
             bar.update(len(pending))
         finally:
             for f in loads + pending:
                 f.cancel()
             bar.close()
-
-    # skipped.csv: every skip, this run's and earlier runs', for photos still under SRC
-    present = set(files)
-    rows = sorted((rel, reason, detail) for rel, (reason, detail) in skip_log.items() if rel in present)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "reason", "detail"])
-    writer.writerows(rows)
-    _atomic_write_bytes(dst / SKIPPED_CSV, buffer.getvalue().encode("utf-8"))
+            rows = _write_skipped_csv(dst / SKIPPED_CSV, skip_log, set(files))  # also when interrupted
     aligned = sum(1 for rel in files if (dst / outputs[rel]).exists())
     return AlignSummary(src=src, dst=dst, total=len(files), aligned=aligned,
                         skipped=dict(Counter(reason for _, reason, _ in rows)), done_before=done_before,
