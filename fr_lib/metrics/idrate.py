@@ -329,7 +329,7 @@ def _positive_scores(q: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate(out).astype(np.float32))
 
 
-def _sample_negatives(q, labels, d, n_qq_neg, size, rng, n_blocks=16) -> np.ndarray:
+def _sample_negatives(q, labels, d, n_qq_neg, size, rng, n_blocks=64) -> np.ndarray:
     """Random sample of ~``size`` negative similarities, float32 (S,).
 
     Drawn as ``n_blocks`` small products of random query rows x random distractor (or query) rows, block kinds in
@@ -358,7 +358,7 @@ def identification_rate(
     chunk_size: int | None = 1 << 20,
     device: str = "cpu",
     *,
-    sample_size: int = 1 << 18,
+    sample_size: int = 1 << 22,
     window_sigmas: float = 5.0,
     max_collect: int = 1 << 25,
     seed: int = 0,
@@ -403,27 +403,20 @@ def identification_rate(
     ranks = np.array([min(int(f * n_neg), n_neg - 1) for f in fprs], dtype=np.int64)   # N = int(fpr * M)
 
     rng = np.random.default_rng(seed)
-    sample = np.sort(_sample_negatives(q, labels, d, n_neg - nq * nd, min(sample_size, 4 * n_neg), rng))[::-1]
+    sample = _sample_negatives(q, labels, d, n_neg - nq * nd, min(sample_size, 4 * n_neg), rng)
     s = len(sample)
+    est = np.bincount(_bins(sample), minlength=_NUM_BINS) * (n_neg / max(s, 1))   # expected negatives per bin
     collect = np.zeros(_NUM_BINS, dtype=bool)
-    sample_bins = _bins(sample)
-    for r in ranks if s else []:   # rank window in the sample: binomial sd of the count above the true threshold
-        p = r / n_neg
-        w = window_sigmas * math.sqrt(s * p * (1 - p)) + 1
-        hi_i, lo_i = int(math.floor(p * s - w)), int(math.ceil(p * s + w))
-        b_hi = _NUM_BINS - 1 if hi_i < 0 else sample_bins[hi_i]
-        b_lo = 0 if lo_i >= s else sample_bins[lo_i]
+    budget = max_collect / 2
+    for b_lo, b_hi in _windows(sample, ranks / n_neg, window_sigmas, est, budget):
         collect[b_lo:b_hi + 1] = True
-    est = np.bincount(sample_bins, minlength=_NUM_BINS) * (n_neg / max(s, 1))   # expected count per bin
-    if est[collect].sum() > max_collect / 2:   # windows too wide for the budget: resolve all in a second pass
-        collect[:] = False
 
     qd, dd = _to_device(q, device), _to_device(d, device)
     pos = _positive_scores(q, labels)
     # AUC: copy negatives that share a bin with a positive, if they fit the budget -> exact Mann-Whitney
     pos_bins = np.unique(_bins(pos))
     auc_bins = pos_bins[~collect[pos_bins]]
-    if est[collect].sum() + est[auc_bins].sum() <= max_collect / 2:
+    if est[collect].sum() + est[auc_bins].sum() <= budget:
         collect[auc_bins] = True
 
     if threads is None:
@@ -446,19 +439,50 @@ def identification_rate(
         vals = np.concatenate([vals, extra])
         collect[missing] = True
         n_passes = 2
-    vals = np.sort(vals)[::-1]                       # descending; bins are monotone in the value
     vbins = _bins(vals)
-    thresholds = np.empty(len(ranks), np.float64)
+    thresholds = np.empty(len(ranks), np.float32)
     for k, (r, b) in enumerate(zip(ranks, target_bins)):
-        start = np.searchsorted(-vbins, -b, side="left")  # first collected value in bin b
-        thresholds[k] = vals[start + (r - above[b])]
-    thresholds = thresholds.astype(np.float32)
+        in_bin = vals[vbins == b]
+        if len(in_bin) != hist[b]:
+            raise RuntimeError(f"internal error: bin {b} holds {hist[b]} negatives, {len(in_bin)} copied")
+        j = len(in_bin) - 1 - (r - above[b])          # the (r - above[b])-th largest, as an ascending index
+        thresholds[k] = np.partition(in_bin, j)[j]
     tprs = (len(pos) - np.searchsorted(pos, thresholds, side="right")) / n_pos
 
-    auc, auc_err = _mann_whitney(pos, hist, above, vals, vbins, collect, n_neg)
+    auc, auc_err = _mann_whitney(pos, hist, vals, vbins, collect, n_neg)
+    keep = rng.choice(s, min(s, 1 << 16), replace=False) if s else np.zeros(0, np.intp)
     return IDRateResult(fprs=fprs, thresholds=thresholds, tprs=tprs, ranks=ranks, n_positives=n_pos,
                         n_negatives=n_neg, roc_auc=auc, roc_auc_max_error=auc_err, positive_scores=pos,
-                        negative_sample=sample[rng.permutation(s)], negative_histogram=hist, n_passes=n_passes)
+                        negative_sample=sample[keep], negative_histogram=hist, n_passes=n_passes)
+
+
+def _windows(sample: np.ndarray, ps: np.ndarray, sigmas: float, est: np.ndarray, budget: float) -> list:
+    """Bin ranges [b_lo, b_hi] to copy in the pass: for each rank fraction p, the bins between the sample's order
+    statistics at p*S -/+ (sigmas * binomial sd + 1). Windows are taken cheapest first (expected copies from
+    ``est``) while their total stays within ``budget``; a threshold without a window costs a second pass."""
+    s = len(sample)
+    if s == 0:
+        return []
+    spans = []
+    for p in ps:
+        w = sigmas * math.sqrt(s * p * (1 - p)) + 1
+        spans.append((int(math.floor(p * s - w)), int(math.ceil(p * s + w))))   # descending-order indices
+    asc = sorted({s - 1 - i for span in spans for i in span if 0 <= i < s})
+    part = np.partition(sample, asc) if asc else sample
+
+    def bin_at(i):   # bin of the i-th largest sample value
+        return int(_bins(part[s - 1 - i: s - i])[0])
+
+    ranges = [(0 if lo >= s else bin_at(lo), _NUM_BINS - 1 if hi < 0 else bin_at(hi)) for hi, lo in spans]
+    taken, chosen, used = np.zeros(_NUM_BINS, bool), [], 0.0
+    for k in np.argsort([est[a:b + 1].sum() for a, b in ranges], kind="stable"):
+        a, b = ranges[k]
+        extra = est[a:b + 1][~taken[a:b + 1]].sum()
+        if used + extra <= budget:
+            taken[a:b + 1] = True
+            used += extra
+            chosen.append((a, b))
+    return chosen
 
 
 def _target_bin(above: np.ndarray, hist: np.ndarray, r: int) -> int:
@@ -467,19 +491,23 @@ def _target_bin(above: np.ndarray, hist: np.ndarray, r: int) -> int:
     return int(np.searchsorted(-above, -r, side="left"))
 
 
-def _mann_whitney(pos, hist, above, vals_desc, vbins_desc, collect, n_neg) -> tuple[float, float]:
-    """AUC = P(pos > neg) + 1/2 P(pos == neg) over all pairs; exact where the positive's bin was copied."""
+def _mann_whitney(pos, hist, vals, vbins, collect, n_neg) -> tuple[float, float]:
+    """AUC = P(pos > neg) + 1/2 P(pos == neg) over all pairs, from the histogram; exact where the positive's bin
+    was copied (vals (K,) copied negatives, vbins their bins), else the bin's negatives count 1/2.
+    Returns (auc, bound on |error|)."""
     pbins = _bins(pos)
     below = np.cumsum(hist) - hist                     # negatives in bins < b
-    asc = vals_desc[::-1]
-    abins = vbins_desc[::-1]
     less = below[pbins].astype(np.float64)
     exact = collect[pbins]
-    # within-bin counts from the copied values (sorted ascending, bins non-decreasing)
-    bin_start = np.searchsorted(abins, pbins[exact], side="left")
-    n_less = np.searchsorted(asc, pos[exact], side="left") - bin_start
-    n_le = np.searchsorted(asc, pos[exact], side="right") - bin_start
-    less[exact] += n_less + 0.5 * (n_le - n_less)
+    if exact.any():
+        has_pos = np.zeros(_NUM_BINS, bool)
+        has_pos[pbins[exact]] = True
+        asc = np.sort(vals[has_pos[vbins]])             # copied negatives sharing a bin with a positive
+        abins = _bins(asc)
+        bin_start = np.searchsorted(abins, pbins[exact], side="left")
+        n_less = np.searchsorted(asc, pos[exact], side="left") - bin_start
+        n_le = np.searchsorted(asc, pos[exact], side="right") - bin_start
+        less[exact] += n_less + 0.5 * (n_le - n_less)
     less[~exact] += 0.5 * hist[pbins[~exact]]
     denom = float(len(pos)) * float(n_neg)
     err = 0.5 * float(hist[pbins[~exact]].sum()) / denom
