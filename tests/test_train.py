@@ -124,3 +124,23 @@ def test_two_stage_recipe_freezes_backbone(synth_root, tmp_path):
     backbone = [k for k in a if k.startswith("backbone.")]
     assert backbone and all(torch.equal(a[k], b[k]) for k in backbone)  # weights and BN statistics untouched
     assert not torch.equal(a["neck.linear.weight"], b["neck.linear.weight"])
+
+
+def test_packed_cache_feeds_the_same_pixels_as_jpeg_decoding(synth_root, tmp_path):
+    rows = []
+    for packed in (False, True):
+        cfg = _resume_cfg(synth_root, tmp_path / str(packed), epochs=0)
+        cfg = cfg.replace(**{"data.packed_cache": packed, "data.cache_dir": str(tmp_path / "packs"),
+                             "train.eval_at_start": True})
+        rows.append(train(cfg, progress=False)["history"][0])
+    assert list((tmp_path / "packs").glob("*-train-64px.npy"))
+    assert rows[0]["val_loss"] == pytest.approx(rows[1]["val_loss"], rel=1e-3)
+    assert rows[0]["tpr@fpr=0.01"] == pytest.approx(rows[1]["tpr@fpr=0.01"], abs=0.02)
+
+
+def test_cli_rejects_bad_overrides(capsys):
+    from fr_lib.cli import main
+
+    assert main(["train", "--experiment", "ce-efficientnet", "--set", "optim.lr=fast"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert main(["train", "--experiment", "ce-efficientnet", "--set", "optim.lrr=1"]) == 2
