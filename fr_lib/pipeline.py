@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 
 POLICIES = ("all", "largest", "single", "aligned")
-# Per-channel mean / std in [0, 1] units; 'facenet' is facenet-pytorch's fixed_image_standardization, (x-127.5)/128.
-_NORMALIZATION = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-                  "facenet": ((127.5 / 255,) * 3, (128.0 / 255,) * 3)}
+NORMALIZATIONS = ("imagenet", "facenet")  # as fr_lib.data.build_transforms
 
 
 class ImageLoadError(ValueError):
@@ -92,8 +90,8 @@ class FacePipeline:
                  max_side: int | None = 1024):
         if align_mode not in ("similarity", "crop"):
             raise ValueError(f"unknown align_mode {align_mode!r}; choose 'similarity' or 'crop'")
-        if normalization not in _NORMALIZATION:
-            raise ValueError(f"unknown normalization {normalization!r}; choose one of {sorted(_NORMALIZATION)}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
         self.device = str(device)
         self.model = model.to(self.device).eval()
         self.image_size = int(image_size)
@@ -104,6 +102,7 @@ class FacePipeline:
         self.max_side = max_side
         self._lock = threading.RLock()
         self._embedding_size = getattr(model, "embedding_size", None)
+        self._transform = None
 
     # --------------------------------------------------------------------------------------- construction
     @classmethod
@@ -130,21 +129,15 @@ class FacePipeline:
 
     # --------------------------------------------------------------------------------------- embedding
     def preprocess(self, crops) -> "torch.Tensor":  # noqa: F821
-        """List of (h, w, 3) uint8 RGB crops -> (B, 3, image_size, image_size) float32 normalised, on device.
-        Crops of another size are resized bilinearly (antialiased), as torchvision's Resize does at eval."""
+        """List of (h, w, 3) uint8 RGB crops -> (B, 3, image_size, image_size) float32 on device, through the
+        very eval transform training used (fr_lib.data.build_transforms: resize, scale to [0, 1], normalise)."""
         import torch
-        import torch.nn.functional as F
 
-        batch = []
-        for crop in crops:
-            x = torch.from_numpy(np.array(crop, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
-            if x.shape[1:] != (self.image_size, self.image_size):
-                x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                  align_corners=False, antialias=True)[0]
-            batch.append(x)
-        x = torch.stack(batch)
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in _NORMALIZATION[self.normalization])
-        return ((x - mean) / std).to(self.device)
+        if self._transform is None:
+            from fr_lib.data import build_transforms
+
+            self._transform = build_transforms(self.normalization, self.image_size, train=False)
+        return torch.stack([self._transform(np.array(c, dtype=np.uint8)) for c in crops]).to(self.device)
 
     def embed_crops(self, crops, batch_size: int = 64) -> np.ndarray:
         """Aligned face crops (list of (h, w, 3) uint8 arrays / PIL images) -> (N, D) float32 L2-normalised."""
