@@ -139,6 +139,9 @@ def main(argv=None) -> int:
     b = min(b2, bt, key=lambda r: r["seconds"])
     print(f"fastest of {a.repeat}: bare product {b2['seconds']:.2f} s (2-thread BLAS), {bt['seconds']:.2f} s "
           f"(threads over blocks); ours {o['seconds']:.2f} s. Baseline = the faster bare product.")
+    print(f"ours / bare product: CPU time {o['cpu_seconds'] / bt['cpu_seconds']:.2f}x of bare_threads; wall time "
+          f"{o['seconds'] / b2['seconds']:.2f}x of bare (2-thread BLAS), {o['seconds'] / bt['seconds']:.2f}x of "
+          f"bare_threads")
     print(f"ours / bare product: time {o['seconds'] / b['seconds']:.2f}x (target <= 1.5x), "
           f"peak RSS {o['peak_gib']:.2f} GiB (target < 2 GiB), passes {o['result']['n_passes']}, "
           f"ROC-AUC {o['result']['roc_auc']:.6f} (max error {o['result']['roc_auc_max_error']:.1e})")

@@ -99,3 +99,22 @@ def test_unknown_experiment_and_missing_checkpoint(tmp_path, capsys, monkeypatch
     assert main(["eval", "--experiments", "ce-efficientnet", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint" in err and "train it first" in err
+
+
+def test_query_and_distractor_folders(synth_root, tmp_path):
+    """--query/--distractors: every image of the query folder is a query, every image of the other a distractor."""
+    ids = sorted(p.name for p in synth_root.iterdir() if p.is_dir())
+    for folder, names in (("query", ids[:3]), ("distractors", ids[3:5])):
+        (tmp_path / folder).mkdir()
+        for n in names:
+            (tmp_path / folder / n).symlink_to(synth_root / n, target_is_directory=True)
+    out = tmp_path / "out"
+    assert main(["eval", "--experiments", "random-mobilenetv3_small_100", "--query", str(tmp_path / "query"),
+                 "--distractors", str(tmp_path / "distractors"), "--out", str(out), "--fprs", "0.1"]) == 0
+    res = json.loads((out / "results.json").read_text())["random-mobilenetv3_small_100"]
+    n_q = sum(len(list((synth_root / n).iterdir())) for n in ids[:3])
+    n_d = sum(len(list((synth_root / n).iterdir())) for n in ids[3:5])
+    assert (res["n_query"], res["n_distractors"]) == (n_q, n_d)
+    assert res["n_negatives"] == n_q * n_d + n_q * (n_q - 1) // 2 - res["n_positives"]
+    assert main(["eval", "--experiments", "random-mobilenetv3_small_100", "--query", str(tmp_path / "query"),
+                 "--out", str(out)]) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def _embed_experiment(name: str, args, device: str, out: Path, first_data_cfg):
             embs.append(None)
             continue
         ds = FaceFolder(index, transform=tf, samples=samples)
-        cache = None if args.no_cache else out / "cache" / f"{name}-{kind}{'-flip' if args.flip else ''}.npz"
+        safe = re.sub(r"[^\w.-]+", "_", name).strip("_")          # checkpoint paths as names
+        cache = None if args.no_cache else out / "cache" / f"{safe}-{kind}{'-flip' if args.flip else ''}.npz"
         key = checkpoint_fingerprint(ckpt) if ckpt else name
         embs.append(extract_embeddings(model, ds, device=device, flip=args.flip, batch_size=args.batch_size,
                                        cache_path=cache, cache_key=key, progress=True))

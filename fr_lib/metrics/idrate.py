@@ -15,7 +15,10 @@ materialised. Hand-written because no library selects exact order statistics out
      copied values of that bin give the exact value. Only when a threshold falls outside its window (a bad sample)
      is a second pass run, copying just that bin.
 The result is the exact order statistic, identical to materialise-and-sort on the same similarity values.
-``selection`` over a block uses np.partition: torch.sort / kthvalue are 10-15x slower on CPU (DESIGN.md pitfalls).
+Selection inside the target bin uses np.partition (torch.sort / kthvalue are 10-15x slower on CPU, DESIGN.md).
+Per block of similarities the extra CPU work is a few memory sweeps (bin index, bincount, table lookup, copy) into
+preallocated buffers, ~1/3 of the block's matrix product; on CPU the blocks are spread over one thread per core,
+each with single-threaded BLAS, so both cores stay busy through the sweeps. benchmarks/id_rate.py measures it.
 
 ROC-AUC (Mann-Whitney U with ties counted 1/2, equal to sklearn.metrics.roc_auc_score) is computed from the same
 histogram: a negative in a lower (higher) bin than a positive counts 1 (0). Negatives sharing a bin with a positive
