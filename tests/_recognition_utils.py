@@ -77,3 +77,60 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------ a trained model
+EXPERIMENT = "arcface-efficientnet"  # registry name; backbone/size overridden below to keep the test fast
+TRAIN_IMAGES, N_ENROLLED = 7, 12     # per identity: images 0..6 train/enroll, 7..9 held out; ids 12..15 never enrolled
+_TRAINED: dict = {}
+
+
+def trained_experiment(synth_root, runs_dir) -> dict:
+    """Train a tiny ArcFace model on the first TRAIN_IMAGES images of every synthetic identity (cached for the
+    session), and store the FPR=0.01 threshold beside it as `fr eval` does, from the held-out images.
+
+    Returns dict(runs_dir, checkpoint, threshold, ids, train_root). Training runs single-threaded: on a busy
+    2-core machine, 2 intra-op threads spin against each other and run ~20x slower for a model this small.
+    """
+    import shutil
+
+    import torch
+
+    key = str(synth_root)
+    if key in _TRAINED:
+        return _TRAINED[key]
+    import config
+    from fr_lib.cli.eval import write_threshold
+    from fr_lib.metrics import identification_rate
+    from fr_lib.pipeline import FacePipeline
+    from fr_lib.train import train
+
+    ids = sorted(p.name for p in synth_root.iterdir() if p.is_dir())
+    train_root = runs_dir.parent / "train_root"
+    for identity in ids:
+        (train_root / identity).mkdir(parents=True, exist_ok=True)
+        for f in sorted((synth_root / identity).iterdir())[:TRAIN_IMAGES]:
+            shutil.copy(f, train_root / identity / f.name)
+    cfg = config.get_experiment(EXPERIMENT, preset="tiny", **{
+        "data.root": str(train_root), "data.image_size": 64, "data.augment": False,
+        "data.eval_identity_fraction": 0.0, "data.val_fraction": 0.0, "model.backbone": "test_efficientnet",
+        "loss.margin": None, "loss.scale": None, "optim.optimizer": "adamw", "optim.lr": 1e-2,
+        "optim.warmup_epochs": 0.0, "train.epochs": 40})
+    old_runs, old_threads = config.RUNS_DIR, torch.get_num_threads()
+    config.RUNS_DIR = runs_dir
+    torch.set_num_threads(1)
+    try:
+        summary = train(cfg, progress=False)
+    finally:
+        config.RUNS_DIR = old_runs
+        torch.set_num_threads(old_threads)
+    checkpoint = summary["best_checkpoint"]
+    pipeline = FacePipeline.from_experiment(checkpoint)
+    held_out = [(k, f) for k, identity in enumerate(ids)
+                for f in sorted((synth_root / identity).iterdir())[TRAIN_IMAGES:]]
+    emb = pipeline.embed_crops([str(f) for _, f in held_out])
+    result = identification_rate(emb, np.array([k for k, _ in held_out]), None, fprs=(0.01,))
+    write_threshold(checkpoint, result, pipeline.embedding_size, str(synth_root))
+    _TRAINED[key] = dict(runs_dir=runs_dir, checkpoint=checkpoint, threshold=float(result.thresholds[0]), ids=ids,
+                         train_root=train_root)
+    return _TRAINED[key]
