@@ -1,0 +1,179 @@
+"""``fr demo`` (``make demo``): the main job end to end, with no download.
+
+1. make the synthetic face dataset (data/synth-demo; reused when complete), unless --data ROOT is given;
+2. train the design-card matrix: CE / EfficientNet, CE / InceptionResnetV1, Triplet / EfficientNet,
+   ArcFace / EfficientNet (finished runs are reused, interrupted ones resumed; --retrain starts over);
+3. evaluate them beside InceptionResnetV1 with random weights (and dlib's pretrained ResNet when installed) on the
+   identities no training run saw, by the ID-rate protocol (TPR at FPR 0.5 ... 0.001, ROC-AUC);
+4. write id_rate/table.{md,csv,html}, results.json, training.md, roc_curves.png, similarity_distributions.png and
+   print our table beside the published CASIA-WebFace one (id_rate/reference_table.md).
+
+Presets: ``demo`` (default on a CPU: sized for ~10-15 minutes on 2 cores), ``full`` (default with CUDA: the
+published recipe's image sizes and epochs, on a larger synthetic set unless --data), ``tiny`` (tests).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+MATRIX = ("ce-efficientnet", "ce-inceptionresnetv1-1292", "triplet-efficientnet", "arcface-efficientnet")
+RANDOM_BASELINE = "random-inception_resnet_v1"
+# synthetic dataset per preset: (identities, images per identity); 'demo' is `fr data synth`'s default
+SYNTH_SIZES = {"demo": (200, 30), "full": (1000, 40), "tiny": (24, 8)}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="the main job: synthetic data -> train the loss x backbone matrix -> "
+                                           "ID-rate table, ROC curves, similarity distributions",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default: cuda when available)")
+    p.add_argument("--preset", choices=("demo", "full", "tiny"),
+                   help="default: demo on a CPU, full with CUDA")
+    p.add_argument("--data", metavar="ROOT", help="train and evaluate on ROOT/<identity>/<image> instead of the "
+                                                  "synthetic dataset")
+    p.add_argument("--out", metavar="DIR", help="where tables and figures go (default: id_rate/)")
+    p.add_argument("--runs", metavar="DIR", help="run folders DIR/<experiment> (default: runs/<experiment>)")
+    p.add_argument("--experiments", metavar="A,B", default=",".join(MATRIX),
+                   help=f"experiments to train (default: {','.join(MATRIX)})")
+    p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
+    p.add_argument("--no-dlib", action="store_true", help="leave out the dlib-resnet baseline")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override applied to every experiment, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=demo_command)
+
+
+def _configs(args, device: str, preset: str, data_root: str):
+    import config
+
+    overrides = config.parse_overrides(args.overrides)
+    names = [n.strip() for n in args.experiments.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--experiments is empty")
+    cfgs = []
+    for name in names:
+        ov = {"data.root": data_root, "train.device": device}
+        if not args.data:
+            ov["data.min_images_per_identity"] = 1   # the full preset's CASIA filter (>= 75) would drop everything
+        if args.runs:
+            ov["train.output_dir"] = str(Path(args.runs) / name)
+        cfgs.append(config.get_experiment(name, preset, **{**ov, **overrides}))
+    return cfgs
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    import torch
+
+    import config
+    from fr_lib import demo
+    from fr_lib.embedders import resolve_embedder
+    from fr_lib.report import _atomic_write, to_markdown
+
+    t_start = time.perf_counter()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} requested but CUDA is not available")
+    preset = args.preset or ("full" if device.startswith("cuda") else "demo")
+    out = Path(args.out) if args.out else config.ID_RATE_DIR
+    progress = not args.no_progress
+    include_dlib = not args.no_dlib and _dlib_available()
+    n_steps = 2 + len(args.experiments.split(","))
+
+    # 1. data
+    if args.data:
+        data_root = args.data
+        print(f"[1/{n_steps}] data: {data_root}")
+    else:
+        data_root = str(config.SYNTH_ROOT if preset == "demo" else config.SYNTH_ROOT.with_name(f"synth-{preset}"))
+        identities, per_identity = SYNTH_SIZES[preset]
+        print(f"[1/{n_steps}] synthetic dataset: {identities} identities x {per_identity} images -> {data_root}")
+        info = demo.ensure_synthetic_dataset(data_root, identities, per_identity, progress=progress)
+        print("  reused (complete)" if info["reused"] else f"  wrote {info['images']} images in "
+                                                         f"{info['seconds']:.0f} s")
+    cfgs = _configs(args, device, preset, data_root)
+
+    # 2. train
+    rows, training = {}, {}
+    for step, cfg in enumerate(cfgs, start=2):
+        name = demo.display_name(cfg.loss.name, cfg.model.backbone)
+        print(f"[{step}/{n_steps}] {name}: {cfg.name}, preset {preset}, {cfg.train.epochs} epoch(s) at "
+              f"{cfg.data.image_size} px on {device} -> {cfg.output_dir}", flush=True)
+        run = demo.train_or_reuse(cfg, retrain=args.retrain, progress=progress)
+        training[name] = {**demo.training_summary(run["history"]), "state": run["state"], "experiment": cfg.name,
+                          "checkpoint": str(run["checkpoint"])}
+        print(f"  {run['state']} ({run['seconds']:.0f} s): best epoch {training[name].get('best_epoch')}, "
+              f"val accuracy {training[name].get('val_accuracy', float('nan')):.3f}", flush=True)
+        rows[name] = cfg
+
+    # 3. evaluate on the held-out identities (the same split for every run: same data settings)
+    print(f"[{n_steps}/{n_steps}] evaluating on the held-out identities", flush=True)
+    index, split = demo.held_out_split(cfgs[0].data)
+    print(f"  {len(split.query)} query images of {len({l for _, l in split.query})} identities, "
+          f"{len(split.distractors)} distractor images of {len({l for _, l in split.distractors})} identities")
+    cache = out / "cache"
+    embeddings, notes = {}, {}
+    for name, cfg in rows.items():
+        model, meta = resolve_embedder(cfg.checkpoint, device=device)
+        embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, cache_dir=cache,
+                                               cache_name=cfg.name, progress=progress)
+    irv1_sizes = [c.data.image_size for c in cfgs if c.model.backbone == "inception_resnet_v1"]
+    base_size = irv1_sizes[0] if irv1_sizes else cfgs[0].data.image_size
+    baselines = [RANDOM_BASELINE] + (["dlib-resnet"] if include_dlib else [])
+    for key in baselines:
+        name = demo.BASELINE_NAMES[key]
+        try:
+            model, meta = resolve_embedder(key, device=device)
+        except (ImportError, RuntimeError) as e:   # not installed / weights unavailable: a visible skip
+            notes[name] = f"skipped: {e}"
+            print(f"  {name}: skipped ({e})")
+            continue
+        size = base_size if key.startswith("random-") else None   # random weights: the trained models' input
+        embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, image_size=size,
+                                               cache_dir=cache, cache_name=key, progress=progress)
+        notes[name] = f"{meta['kind']} baseline at {size or meta['image_size']} px"
+    results = demo.identification_rates(embeddings)
+    paths = demo.write_report(results, embeddings, out, notes=notes, training=training)
+    _atomic_write(out / "training.md", demo.training_table(training))
+
+    # 4. show
+    table = (out / "table.md").read_text()
+    print(f"\nID rate on held-out identities ({'synthetic data, preset ' + preset if not args.data else data_root};"
+          f" best of each column in bold):\n")
+    print(table)
+    print("Training:\n")
+    print(demo.training_table(training))
+    reference = config.ID_RATE_DIR / "reference_table.md"
+    if reference.is_file():
+        print(f"Published table ({reference}; CASIA-WebFace scale, not comparable number for number with a "
+              f"synthetic CPU demo):\n")
+        print(_table_only(reference.read_text()))
+    checks, base = demo.quality_check(results, list(rows), demo.BASELINE_NAMES[RANDOM_BASELINE])
+    print(f"quality check (TPR@FPR=0.01 >= 3 x random weights' {base:.3f}): " +
+          ", ".join(f"{n} {t:.3f} {'ok' if ok else 'BELOW'}" for n, t, ok in checks))
+    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))}, training.md to {out}")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+def _table_only(markdown: str) -> str:
+    return "\n".join(line for line in markdown.splitlines() if line.startswith("|")) + "\n"
+
+
+def _dlib_available() -> bool:
+    try:
+        from fr_lib.baselines.dlib_resnet import dlib_available
+    except ImportError:
+        return False
+    return dlib_available()
