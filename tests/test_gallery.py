@@ -224,3 +224,14 @@ def test_enroll_folder_clear_errors(tmp_path, pipeline):
         g.enroll_folder(empty, progress=False)
     with pytest.raises(GalleryError, match="without a FacePipeline"):
         _gallery(tmp_path / "x.sqlite").identify(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_add_people_is_all_or_nothing(tmp_path):
+    g = _gallery(tmp_path / "g.sqlite")
+    g.add_person("taken", "T", np.ones(D))
+    rng = np.random.default_rng(3)
+    with pytest.raises(PersonExistsError):
+        g.add_people([("new1", "N1", rng.normal(size=(2, D))), ("taken", "T", rng.normal(size=D))])
+    assert len(g) == 1 and "new1" not in g  # the failed batch left nothing behind
+    people = g.add_people([("new1", "N1", rng.normal(size=(2, D))), ("new2", None, rng.normal(size=D), ["x.jpg"])])
+    assert [(p.person_id, p.num_faces) for p in people] == [("new1", 2), ("new2", 1)] and len(g) == 3
