@@ -402,20 +402,27 @@ class Gallery:
         return self.add_person(person_id, name, faces[0].embedding[None], sources=[source],
                                exist_ok=exist_ok, replace=replace)
 
-    def enroll_folder(self, root: str | Path, *, policy: str = "largest", progress: bool = True) -> EnrollReport:
+    def enroll_folder(self, root: str | Path, *, policy: str = "largest", people: Sequence[str] | None = None,
+                      max_photos: int | None = None, progress: bool = True) -> EnrollReport:
         """Enroll a people_faces/ folder: one sub-folder per person (its name is the person's name, its slug the
         person_id), one or more photos each. A person is re-enrolled from scratch (``replace``), so running it
-        again on the same folder is idempotent. Unreadable photos and photos without a face are skipped and
+        again on the same folder is idempotent. ``people``: only these sub-folders; ``max_photos``: at most this
+        many photos per person (sorted by name). Unreadable photos and photos without a face are skipped and
         reported; a folder with no person or no usable photo raises GalleryError naming it."""
         from tqdm.auto import tqdm
 
         from fr_lib.pipeline import FaceCountError, ImageLoadError
 
         pipeline = self._need_pipeline()
-        root = Path(root)
+        people_filter, root = people, Path(root)
         if not root.is_dir():
             raise GalleryError(f"people_faces folder {root} does not exist or is not a folder")
         people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if people and (wanted := None if people_filter is None else set(people_filter)) is not None:
+            missing = wanted - {p.name for p in people}
+            if missing:
+                raise GalleryError(f"no folder {sorted(missing)} in {root}")
+            people = [p for p in people if p.name in wanted]
         if not people:
             raise GalleryError(f"people_faces folder {root} is empty: expected one sub-folder per person "
                                "holding that person's photos")
@@ -426,8 +433,9 @@ class Gallery:
                 raise GalleryError(f"folders {ids[pid]!r} and {folder.name!r} give the same person_id {pid!r}")
             ids[pid] = folder.name
         report = EnrollReport()
-        photos = [(pid, f) for pid, name in ids.items() for f in sorted((root / name).iterdir())
-                  if f.is_file() and not f.name.startswith(".")]
+        photos = [(pid, f) for pid, name in ids.items()
+                  for f in sorted(f for f in (root / name).iterdir() if f.is_file() and not f.name.startswith("."))
+                  [:max_photos]]
         per_person: dict[str, list[tuple[np.ndarray, str]]] = {pid: [] for pid in ids}
         for pid, photo in tqdm(photos, desc="enroll", unit="photo", disable=not progress):
             rel = str(photo.relative_to(root))

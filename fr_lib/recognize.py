@@ -136,6 +136,27 @@ def open_source(source: str | int | os.PathLike, fps: float | None = None) -> Fr
     return _video_source(path)
 
 
+# (scale of the 512 px photo, dx, dy in px): the face moves and changes size from frame to frame
+ASTRONAUT_MOVES = ((0.50, 0, 0), (0.56, 24, 10), (0.62, -20, 16), (0.46, 30, -12), (0.52, -32, -18), (0.66, 12, 24))
+
+
+def astronaut_clip(moves=ASTRONAUT_MOVES, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
+    """A short demo clip with a real face and no download: skimage's astronaut photo rescaled and shifted per
+    frame on a grey (width, height) canvas -> list of (height, width, 3) uint8 frames."""
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut())
+    frames = []
+    for scale, dx, dy in moves:
+        canvas = Image.new("RGB", size, (90, 90, 90))
+        face = photo.resize((round(512 * scale),) * 2)
+        canvas.paste(face, (round(size[0] * 3 / 8 - face.width / 2 + dx), round(size[1] * 5 / 8 - face.height / 2
+                                                                                 + dy)))
+        frames.append(np.asarray(canvas))
+    return frames
+
+
 # ------------------------------------------------------------------------------------------------- drawing
 def _font(size: int):
     from PIL import ImageFont
