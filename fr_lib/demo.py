@@ -50,8 +50,9 @@ def _atomic_json(path: Path, obj) -> None:
 def ensure_synthetic_dataset(root, identities: int, images_per_identity: int, size: int = 112, seed: int = 0,
                              workers: int | None = None, progress: bool = True) -> dict:
     """Generate the synthetic dataset (fr_lib.synth) into ``root`` unless a complete one with the same parameters
-    is there. Completeness is a marker file written after the last image; an interrupted generation is redone
-    (the generator is deterministic, so the files come out identical). Returns {'root', 'reused', 'images',
+    is there (a marker file written after the last image), or one with at least these identities and images
+    (``fr data synth``'s, without the marker; use max_identities / max_images_per_identity to read a subset). An
+    interrupted generation is redone (the generator is deterministic, so the files come out identical). Returns {'root', 'reused', 'images',
     'seconds'}."""
     from fr_lib.synth import generate_dataset
 
@@ -66,14 +67,21 @@ def ensure_synthetic_dataset(root, identities: int, images_per_identity: int, si
         except (OSError, ValueError):
             pass
         marker.unlink()
-    extra = sorted(p.name for p in root.glob("id_*") if p.is_dir()) if root.is_dir() else []
-    if len(extra) > identities:
-        raise ValueError(f"{root} holds {len(extra)} identity folders, more than the {identities} asked for (a "
-                         f"dataset with other parameters?): delete it or pick another folder")
+    elif _holds_synthetic(root, identities, images_per_identity):
+        # e.g. written by `fr data synth` with at least these counts: the generator is deterministic per
+        # (seed, identity, image), so the first identities' first images are the ones asked for
+        return {"root": str(root), "reused": True, "images": identities * images_per_identity, "seconds": 0.0}
     summary = generate_dataset(root, identities, images_per_identity, size=size, seed=seed, workers=workers,
                                progress=progress)
     _atomic_json(marker, {"params": params, "images": summary["images"]})
     return {"root": str(root), "reused": False, "images": summary["images"], "seconds": summary["seconds"]}
+
+
+def _holds_synthetic(root: Path, identities: int, images_per_identity: int) -> bool:
+    from fr_lib.synth import identity_name
+
+    return all((root / identity_name(i) / f"{j:04d}.jpg").is_file()
+               for i in range(identities) for j in (0, images_per_identity - 1))
 
 
 def held_out_split(data_cfg):
@@ -203,6 +211,20 @@ def embed_held_out(model, meta: dict, index, split, device: str = "cpu", image_s
     q, d = out
     dist = d.embeddings if d is not None else np.zeros((0, q.embeddings.shape[1]), np.float32)
     return q.embeddings, q.labels, dist
+
+
+MIN_IMAGE_SIZE = {"inception_resnet_v1": 80}   # px; smaller inputs shrink to nothing inside facenet's network
+
+
+def baseline_image_size(key: str, trained_sizes: dict) -> int | None:
+    """Input size (px) for baseline ``key`` beside trained runs {backbone: image_size}: a random-weights backbone
+    sees what the trained runs of that backbone saw (else the largest trained size), at least the backbone's
+    minimum; pretrained baselines (None) use their own input size."""
+    if not key.startswith("random-"):
+        return None
+    backbone = key[len("random-"):]
+    size = trained_sizes.get(backbone) or max(trained_sizes.values(), default=None)
+    return None if size is None else max(int(size), MIN_IMAGE_SIZE.get(backbone, 0))
 
 
 def identification_rates(embeddings: dict, fprs=FPRS, progress: bool = False) -> dict:

@@ -94,15 +94,17 @@ def _run(args) -> int:
     # 1. data
     if args.data:
         data_root = args.data
-        print(f"[1/{n_steps}] data: {data_root}")
     else:
         data_root = str(config.SYNTH_ROOT if preset == "demo" else config.SYNTH_ROOT.with_name(f"synth-{preset}"))
-        identities, per_identity = SYNTH_SIZES[preset]
+    cfgs = _configs(args, device, preset, data_root)
+    if args.data:
+        print(f"[1/{n_steps}] data: {data_root}")
+    else:
+        identities, per_identity = _synth_size(cfgs, preset)
         print(f"[1/{n_steps}] synthetic dataset: {identities} identities x {per_identity} images -> {data_root}")
         info = demo.ensure_synthetic_dataset(data_root, identities, per_identity, progress=progress)
         print("  reused (complete)" if info["reused"] else f"  wrote {info['images']} images in "
                                                          f"{info['seconds']:.0f} s")
-    cfgs = _configs(args, device, preset, data_root)
 
     # 2. train
     rows, training = {}, {}
@@ -122,14 +124,13 @@ def _run(args) -> int:
     index, split = demo.held_out_split(cfgs[0].data)
     print(f"  {len(split.query)} query images of {len({l for _, l in split.query})} identities, "
           f"{len(split.distractors)} distractor images of {len({l for _, l in split.distractors})} identities")
-    cache = out / "cache"
+    cache = Path(args.runs or config.RUNS_DIR) / ".eval-cache"   # embeddings keyed by weights + data
     embeddings, notes = {}, {}
     for name, cfg in rows.items():
         model, meta = resolve_embedder(cfg.checkpoint, device=device)
         embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, cache_dir=cache,
                                                cache_name=cfg.name, progress=progress)
-    irv1_sizes = [c.data.image_size for c in cfgs if c.model.backbone == "inception_resnet_v1"]
-    base_size = irv1_sizes[0] if irv1_sizes else cfgs[0].data.image_size
+    trained_sizes = {c.model.backbone: c.data.image_size for c in cfgs}
     baselines = [RANDOM_BASELINE] + (["dlib-resnet"] if include_dlib else [])
     for key in baselines:
         name = demo.BASELINE_NAMES[key]
@@ -139,7 +140,7 @@ def _run(args) -> int:
             notes[name] = f"skipped: {e}"
             print(f"  {name}: skipped ({e})")
             continue
-        size = base_size if key.startswith("random-") else None   # random weights: the trained models' input
+        size = demo.baseline_image_size(key, trained_sizes)   # random weights: the trained models' input size
         embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, image_size=size,
                                                cache_dir=cache, cache_name=key, progress=progress)
         notes[name] = f"{meta['kind']} baseline at {size or meta['image_size']} px"
@@ -165,6 +166,18 @@ def _run(args) -> int:
     print(f"wrote {', '.join(sorted(p.name for p in paths.values()))}, training.md to {out}")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     return 0
+
+
+def _synth_size(cfgs, preset: str) -> tuple[int, int]:
+    """(identities, images per identity) to generate: what the configs read (their max_identities /
+    max_images_per_identity caps) or the preset's default size."""
+    identities, per_identity = SYNTH_SIZES[preset]
+    caps = [(c.data.max_identities, c.data.max_images_per_identity) for c in cfgs]
+    if all(i is not None for i, _ in caps):
+        identities = max(i for i, _ in caps)
+    if all(n is not None for _, n in caps):
+        per_identity = max(n for _, n in caps)
+    return identities, per_identity
 
 
 def _table_only(markdown: str) -> str:
