@@ -5,22 +5,25 @@ are at ``/docs``. A session with curl::
 
     $ export FR_API_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
     $ fr serve --experiment arcface-efficientnet --db gallery.sqlite --port 8000 &
-    $ IMG=$(base64 -w0 people_faces/Eileen_Collins/1.jpg)
-    $ curl -s -X POST localhost:8000/people/eileen \\
-          -H "Authorization: Bearer $FR_API_TOKEN" -H "Content-Type: application/json" \\
-          -d "{\\"name\\": \\"Eileen Collins\\", \\"image\\": \\"$IMG\\"}"
-    {"person_id":"eileen","name":"Eileen Collins","num_faces":1,"created_at":1764107000.1}
-    $ curl -s -X POST localhost:8000/match -H "Content-Type: application/json" \\
-          -d "{\\"image\\": \\"$(base64 -w0 group_photo.jpg)\\"}"
-    {"match":{"person_id":"eileen","name":"Eileen Collins"},"similarity":0.83,"threshold":0.41,
-     "box":[91.2,40.7,283.9,270.1],"num_faces":1}
+    $ IMG=$(base64 -w0 astronaut.jpg)
+    $ curl -s -X POST localhost:8000/people/eileen -H "Authorization: Bearer $FR_API_TOKEN" \\
+           -H "Content-Type: application/json" -d "{\\"name\\": \\"Eileen Collins\\", \\"image\\": \\"$IMG\\"}"
+    {"person_id":"eileen","name":"Eileen Collins","num_faces":1,"created_at":1795646759.2}
+    $ curl -s -X POST localhost:8000/match -H "Content-Type: application/json" -d "{\\"image\\": \\"$IMG\\"}"
+    {"match":{"person_id":"eileen","name":"Eileen Collins"},"similarity":1.0,"threshold":0.6654,
+     "box":[179.3,60.5,268.2,174.3],"num_faces":1}
     $ curl -s "localhost:8000/people?page_size=20&page=1"
-    {"items":[{"person_id":"eileen","name":"Eileen Collins","num_faces":1,"created_at":1764107000.1}],
+    {"items":[{"person_id":"eileen","name":"Eileen Collins","num_faces":1,"created_at":1795646759.2}],
      "page":1,"page_size":20,"total":1}
+    $ curl -s -X DELETE localhost:8000/people/eileen -w " %{http_code}\\n"
+    {"detail":"missing bearer token"} 401
     $ curl -s -X DELETE localhost:8000/people/eileen -H "Authorization: Bearer $FR_API_TOKEN" -w "%{http_code}\\n"
     204
-    $ curl -s -X DELETE localhost:8000/people/eileen -w "%{http_code}\\n"
-    {"detail":"missing bearer token"}401
+    $ curl -s -X POST localhost:8000/people/x -H "Authorization: Bearer $FR_API_TOKEN" \\
+           -H "Content-Type: application/json" -d '{"name": "x", "embedding": [1, 2, 3]}'
+    {"detail":"embedding has 3 values; this model needs 64"}
+
+(Recorded against a tiny test model; numbers differ with yours.)
 
 Endpoints:
     POST   /people/{person_id}   JSON {name, image (base64) | embedding (list of embedding_size floats),

@@ -2,6 +2,8 @@
 frame in the GIF; video files in and out; overlay drawing; clear errors for bad sources and people folders."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from _recognition_utils import EXPERIMENT, tiny_pipeline, trained_experiment
@@ -156,8 +158,6 @@ def test_recognition_notebook_runs(runs, synth_root, tmp_path, monkeypatch):
     """notebooks/recognition.ipynb, committed without outputs, runs on the model trained above."""
     papermill = pytest.importorskip("papermill")
     import nbformat
-
-    from pathlib import Path
 
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "recognition.ipynb"
     nb = nbformat.read(notebook, as_version=4)

@@ -3,8 +3,6 @@ restart persistence, and a schemathesis run over the OpenAPI schema."""
 from __future__ import annotations
 
 import base64
-import io
-import os
 import signal
 import subprocess
 import sys
