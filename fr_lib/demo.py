@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 FPRS = (0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)
-SYNTH_MARKER = ".fr-synth.json"     # written last by ensure_synthetic_dataset: the dataset is complete
+SYNTH_MARKER = ".fr-synth.json"     # ROOT + this, beside ROOT (not inside: scans report files outside identity
+                                    # folders), written last by ensure_synthetic_dataset: the dataset is complete
 DEMO_MARKER = "fr-demo.json"        # in a run folder: the run was made by `fr demo` (safe to replace)
 
 LOSS_NAMES = {"ce": "CE", "triplet": "Triplet", "arcface": "ArcFace", "cosface": "CosFace",
@@ -52,16 +53,17 @@ def ensure_synthetic_dataset(root, identities: int, images_per_identity: int, si
     """Generate the synthetic dataset (fr_lib.synth) into ``root`` unless a complete one with the same parameters
     is there (a marker file written after the last image), or one with at least these identities and images
     (``fr data synth``'s, without the marker; use max_identities / max_images_per_identity to read a subset). An
-    interrupted generation is redone (the generator is deterministic, so the files come out identical). Returns {'root', 'reused', 'images',
-    'seconds'}."""
+    interrupted generation is redone (the generator is deterministic, so the files come out identical).
+    Returns {'root', 'reused', 'images', 'seconds'}."""
     from fr_lib.synth import generate_dataset
 
     root = Path(root)
     params = {"identities": identities, "images_per_identity": images_per_identity, "size": size, "seed": seed}
-    marker = root / SYNTH_MARKER
+    marker = synth_marker(root)
     if marker.is_file():
         try:
-            if json.loads(marker.read_text()).get("params") == params:
+            if (json.loads(marker.read_text()).get("params") == params
+                    and _holds_synthetic(root, identities, images_per_identity)):   # the folder may be gone
                 return {"root": str(root), "reused": True, "images": identities * images_per_identity,
                         "seconds": 0.0}
         except (OSError, ValueError):
@@ -75,6 +77,12 @@ def ensure_synthetic_dataset(root, identities: int, images_per_identity: int, si
                                progress=progress)
     _atomic_json(marker, {"params": params, "images": summary["images"]})
     return {"root": str(root), "reused": False, "images": summary["images"], "seconds": summary["seconds"]}
+
+
+def synth_marker(root) -> Path:
+    """The completeness marker of a synthetic dataset folder: ``<root>.fr-synth.json`` beside it."""
+    root = Path(root)
+    return root.with_name(root.name + SYNTH_MARKER)
 
 
 def _holds_synthetic(root: Path, identities: int, images_per_identity: int) -> bool:

@@ -121,12 +121,13 @@ def test_a_run_the_demo_did_not_make_is_not_overwritten(demo_run, capsys):
 
 
 def test_synthetic_dataset_is_reused_when_complete(tmp_path):
-    from fr_lib.demo import SYNTH_MARKER, ensure_synthetic_dataset
+    from fr_lib.demo import ensure_synthetic_dataset, synth_marker
     from fr_lib.synth import generate_dataset
 
     root = tmp_path / "synth"
     first = ensure_synthetic_dataset(root, 3, 2, size=48, workers=0, progress=False)
-    assert not first["reused"] and (root / SYNTH_MARKER).is_file()
+    assert not first["reused"] and synth_marker(root).is_file()
+    assert not any(p.is_file() for p in root.iterdir())   # nothing but identity folders inside
     mtime = (root / "id_00000" / "0000.jpg").stat().st_mtime_ns
     assert ensure_synthetic_dataset(root, 3, 2, size=48, workers=0, progress=False)["reused"]
     assert (root / "id_00000" / "0000.jpg").stat().st_mtime_ns == mtime
