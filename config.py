@@ -258,8 +258,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # demo rows train in minutes on 2 cores and beat random weights clearly (see DEMO_OVERRIDES)
     "demo": {"data.root": str(SYNTH_ROOT), "data.packed_cache": False, "data.batch_size": 32, "data.num_workers": 0,
              "data.min_images_per_identity": 1, "data.max_identities": 60, "data.max_images_per_identity": 20,
-             "data.eval_identity_fraction": 0.3, "data.image_size": 64, "train.epochs": 6,
-             "loss.label_smoothing": 0.0},
+             "data.eval_identity_fraction": 0.3, "data.image_size": 64, "train.epochs": 8,
+             "loss.label_smoothing": 0.0, "train.eval_at_start": True},
     "tiny": {"data.batch_size": 16, "data.num_workers": 0, "data.min_images_per_identity": 1,
              "data.packed_cache": False, "model.embedding_size": 64, "train.epochs": 1},
 }
@@ -268,12 +268,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 # larger CE/ArcFace logit scale and AdamW: ArcFace's s=64, m=0.5 rad with SGD does not get off the ground in a
 # few hundred steps; InceptionResnetV1 needs >= 80 px.
 DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
-    "ce-efficientnet": {"loss.scale": 16.0, "optim.lr": 3e-3},
-    "ce-inceptionresnetv1-1292": {"data.image_size": 80, "loss.scale": 16.0, "optim.lr": 3e-3},
-    "ce-inceptionresnetv1-822": {"data.image_size": 80, "loss.scale": 16.0, "optim.lr": 3e-3},
-    "triplet-efficientnet": {"optim.lr": 1e-3},
-    "arcface-efficientnet": {"loss.scale": 16.0, "loss.margin": 0.2, "optim.optimizer": "adamw", "optim.lr": 3e-3,
-                             "optim.warmup_epochs": 1.0},
+    "ce-efficientnet": {"data.batch_size": 16, "loss.scale": 16.0, "optim.lr": 3e-3},
+    "ce-inceptionresnetv1-1292": {"data.image_size": 80, "loss.scale": 16.0, "optim.lr": 3e-3, "train.epochs": 6},
+    "ce-inceptionresnetv1-822": {"data.image_size": 80, "loss.scale": 16.0, "optim.lr": 3e-3, "train.epochs": 6},
+    "triplet-efficientnet": {"loss.mining": "all", "optim.lr": 3e-3},
+    "arcface-efficientnet": {"data.batch_size": 16, "loss.scale": 16.0, "loss.margin": 0.2, "optim.optimizer": "adamw",
+                             "optim.lr": 3e-3, "optim.warmup_epochs": 1.0},
 }
 PRESET_EXPERIMENT_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"demo": DEMO_OVERRIDES}
 

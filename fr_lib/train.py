@@ -167,8 +167,6 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
     from models_definition import build_backbone
 
     model = build_backbone(cfg.model.backbone, cfg.model.embedding_size, cfg.model.pretrained, cfg.model.dropout)
-    if ctx.enabled:  # same initial weights everywhere (DDP also broadcasts them), different augmentations
-        _seed_everything(t_cfg.seed + ctx.rank)
     data = build_training_data(d_cfg, model.normalization)
     if data.skipped and ctx.is_main:
         print(f"{len(data.skipped)} image(s) skipped by the scan, e.g. {data.skipped[0]}")
@@ -179,10 +177,12 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
     criterion = build_criterion(cfg.loss.name, data.num_classes, cfg.model.embedding_size, margin=cfg.loss.margin,
                                 scale=cfg.loss.scale, label_smoothing=cfg.loss.label_smoothing,
                                 mining=cfg.loss.mining)
+    if ctx.enabled:  # same initial weights everywhere (DDP also broadcasts them), different augmentations
+        _seed_everything(t_cfg.seed + ctx.rank)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     criterion.to(device)
 
-    from fr_lib.data import build_batch_sampler
+    from fr_lib.data import ShuffleBatchSampler, build_batch_sampler
 
     sampler = build_batch_sampler(data.train.targets, d_cfg.batch_size, d_cfg.samples_per_class, d_cfg.seed)
     if ctx.enabled:
@@ -194,8 +194,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
     loader = make_loader(data.train, sampler, d_cfg.num_workers, pin)
     val_loader = open_loader = None
     if ctx.is_main and data.val is not None:
-        val_sampler = build_batch_sampler(data.val.targets, d_cfg.batch_size, d_cfg.samples_per_class,
-                                          d_cfg.seed + 1, drop_last=False)
+        # in label order: each batch holds whole identities, so pair/triplet losses find positives in it
+        val_sampler = ShuffleBatchSampler(len(data.val), d_cfg.batch_size, shuffle=False, drop_last=False)
         val_loader = make_loader(data.val, val_sampler, d_cfg.num_workers, pin)
     if ctx.is_main and data.open_set is not None:
         open_loader = torch.utils.data.DataLoader(data.open_set, batch_size=d_cfg.batch_size, shuffle=False,
