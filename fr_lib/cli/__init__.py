@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("data", "align", "train", "eval", "compare", "recognize", "serve", "demo")
+SUBCOMMANDS = ("data", "align", "train", "eval", "compare", "recognize", "serve", "demo", "recipe")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,123 @@
+"""``fr recipe``: the small-scale real-photo recipe on any identity-folder photo collection.
+
+    fr recipe PHOTO_ROOT --experiments ce-efficientnet,arcface-efficientnet --minutes 10 --device cpu --out DIR
+
+align -> identity-disjoint split -> train each experiment for the stated minutes -> evaluate beside random weights
+and dlib-resnet (when installed) -> table, ROC curves, similarity distributions, pairs.txt + verification table
+(fr_lib.recipe). The experiments start from config.EXPERIMENTS with the 'small' overrides below (sized for a few
+thousand photos of ~100 identities on a CPU); --set changes any config field for every experiment.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+# Overrides applied to every experiment of the recipe (before --set). Chosen on CelebA (120 identities x 20
+# photos, ~1700 training images): see docs_real_photos.md for what was measured.
+SMALL_DATA = {
+    "data.min_images_per_identity": 2,   # a held-out query identity needs pairs; tiny identities add nothing
+    "data.eval_identity_fraction": 0.2,  # 120 identities -> 96 train, 12 query, 12 distractor identities
+    "data.distractor_fraction": 0.5,
+    "data.val_fraction": 0.1,
+    "data.image_size": 64,               # 112 px aligned crops seen at 64 px: ~3x more epochs per CPU minute
+    "data.batch_size": 16,               # more optimiser steps per minute: the budget, not memory, is the limit
+    "data.num_workers": 1,               # decode/augment overlaps the CPU step
+    "data.packed_cache": False,          # a few thousand small JPEGs decode fast enough
+    "loss.label_smoothing": 0.0,
+    "train.eval_at_start": False,
+}
+# per loss: what trains from scratch on ~100 identities within minutes (the CASIA defaults, SGD 0.1 with
+# s=64 / m=0.5, do not get off the ground in a few hundred steps: see docs_real_photos.md). Same values as
+# config.DEMO_OVERRIDES, found independently on the synthetic set.
+SMALL_LOSS = {
+    "ce": {"optim.optimizer": "adamw", "optim.lr": 3e-3, "optim.warmup_epochs": 1.0, "loss.scale": 16.0},
+    "arcface": {"optim.optimizer": "adamw", "optim.lr": 3e-3, "optim.warmup_epochs": 1.0, "loss.scale": 16.0,
+                "loss.margin": 0.2},
+    "cosface": {"optim.optimizer": "adamw", "optim.lr": 3e-3, "optim.warmup_epochs": 1.0, "loss.scale": 16.0,
+                "loss.margin": 0.2},
+    "triplet": {"optim.optimizer": "adamw", "optim.lr": 3e-3, "optim.warmup_epochs": 1.0, "loss.mining": "all",
+                "data.samples_per_class": 4},
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "recipe", help="align -> train within a time budget -> evaluate beside baselines, on any photo folder",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photo_root", help="photos in PHOTO_ROOT/<identity>/<photo> (raw photos: they are aligned first)")
+    p.add_argument("--experiments", default="ce-efficientnet,arcface-efficientnet", metavar="A,B",
+                   help="comma-separated config.EXPERIMENTS names (default: %(default)s)")
+    p.add_argument("--minutes", type=float, required=True, help="training budget per experiment, minutes")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training, alignment and evaluation)")
+    p.add_argument("--out", required=True, metavar="DIR", help="tables, figures, pairs.txt, summary.json")
+    p.add_argument("--work", metavar="DIR", help="aligned crops and training runs (default: OUT/work)")
+    p.add_argument("--aligned", metavar="DIR", help="folder for the aligned crops (default: WORK/aligned-112); "
+                                                    "an existing one is resumed, not redone")
+    p.add_argument("--align-max-side", type=int, default=1024,
+                   help="photos larger than this are downscaled for face detection only, px (default %(default)s)")
+    p.add_argument("--already-aligned", action="store_true", help="PHOTO_ROOT holds aligned crops: skip alignment")
+    p.add_argument("--baselines", default="random-efficientnet_b0,dlib-resnet", metavar="A,B",
+                   help="untrained/pretrained rows (fr_lib.embedders names; '' for none; default: %(default)s)")
+    p.add_argument("--checkpoint", default="last", choices=("last", "best"),
+                   help="evaluate the last epoch (default) or the epoch with the lowest closed-set val loss")
+    p.add_argument("--max-epochs", type=int, help="upper bound on the planned epochs")
+    p.add_argument("--pairs-per-fold", type=int, default=300, help="matched (and mismatched) pairs per fold of "
+                                                                    "pairs.txt (10 folds; lowered if too few)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every experiment, e.g. --set optim.lr=0.001 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=recipe_command)
+
+
+def experiment_configs(names: list[str], overrides: list[str]) -> dict:
+    """{name: config.get_experiment(name) with SMALL_DATA, SMALL_LOSS[loss] and then the --set overrides}."""
+    import config
+
+    user = config.parse_overrides(overrides)
+    out = {}
+    for name in names:
+        base = config.get_experiment(name)
+        small = {**SMALL_DATA, **SMALL_LOSS.get(base.loss.name, {})}
+        out[name] = config.get_experiment(name, **{**small, **user})
+    return out
+
+
+def recipe_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    names = [n.strip() for n in args.experiments.split(",") if n.strip()]
+    baselines = [n.strip() for n in args.baselines.split(",") if n.strip()]
+    if args.minutes <= 0:
+        print(f"error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            print(f"error: --device {args.device} asked for but CUDA is not available; use --device cpu",
+                  file=sys.stderr)
+            return 2
+    if not Path(args.photo_root).is_dir():
+        print(f"error: photo folder {args.photo_root} does not exist", file=sys.stderr)
+        return 2
+    try:
+        cfgs = experiment_configs(names, args.overrides)
+    except (KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+
+    from fr_lib.recipe import run_recipe
+    from fr_lib.train import TrainingDiverged
+
+    work = Path(args.work) if args.work else Path(args.out) / "work"
+    try:
+        run_recipe(args.photo_root, cfgs, args.minutes, args.out, work, device=args.device, baselines=baselines,
+                   aligned_root=args.aligned, align_max_side=args.align_max_side, skip_align=args.already_aligned,
+                   checkpoint=args.checkpoint,
+                   pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs, progress=not args.no_progress)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
