@@ -239,6 +239,9 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
     if t_cfg.eval_at_start and not history:
         history.append({"epoch": 0, "lr": math.nan, "train_loss": math.nan, **run_eval(), "epoch_seconds": 0.0})
         log.epoch(history)
+        if ctx.is_main:
+            print(f"untrained model: val loss {history[0]['val_loss']:.4f}, open-set {fpr_key.upper()} "
+                  f"{history[0][fpr_key]:.3f}")
 
     from tqdm.auto import tqdm
 
@@ -302,8 +305,7 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
                 save_checkpoint(best_path, state)
             save_checkpoint(last_path, state)
             log.epoch(history)
-            if progress:
-                tqdm.write(_summary_line(row, t_cfg.epochs, fpr_key))
+            tqdm.write(_summary_line(row, t_cfg.epochs, fpr_key))
         D.barrier()
         if t_cfg.early_stopping_patience and epochs_without_improvement(monitor) >= t_cfg.early_stopping_patience:
             stopped_early = True
