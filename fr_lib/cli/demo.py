@@ -121,6 +121,12 @@ def _run(args) -> int:
 
     # 3. evaluate on the held-out identities (the same split for every run: same data settings)
     print(f"[{n_steps}/{n_steps}] evaluating on the held-out identities", flush=True)
+    split_keys = ("root", "min_images_per_identity", "max_identities", "max_images_per_identity",
+                  "eval_identity_fraction", "distractor_fraction", "seed")
+    differ = [c.name for c in cfgs if any(getattr(c.data, k) != getattr(cfgs[0].data, k) for k in split_keys)]
+    if differ:
+        print(f"  warning: {', '.join(differ)} held out other identities than {cfgs[0].name}; all rows are "
+              f"evaluated on {cfgs[0].name}'s held-out identities", file=sys.stderr)
     index, split = demo.held_out_split(cfgs[0].data)
     print(f"  {len(split.query)} query images of {len({l for _, l in split.query})} identities, "
           f"{len(split.distractors)} distractor images of {len({l for _, l in split.distractors})} identities")
