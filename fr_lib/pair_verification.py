@@ -107,3 +107,20 @@ def verify_pairs(model, meta: dict, pairs_txt, root, device: str = "cpu", batch_
     scores = pair_scores(model, meta, pairs, device=device, batch_size=batch_size, flip=flip,
                          cache_path=cache_path, progress=progress)
     return score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
+
+
+def verification_markdown(df, decimals: int = 4) -> str:
+    """Markdown table of verification results, the best of each column in bold: highest accuracy and ROC-AUC,
+    lowest EER (fr_lib.report.to_markdown bolds the highest everywhere, wrong for an error rate)."""
+    lower_better = {"EER", "accuracy std"}
+    header = [df.index.name or "model"] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best = {c: (df[c].min() if c in lower_better else df[c].max()) for c in df.columns}
+    for name, row in df.iterrows():
+        cells = []
+        for c in df.columns:
+            v = row[c]
+            text = "" if v != v else f"{v:.{decimals}f}"
+            cells.append(f"**{text}**" if text and c != "accuracy std" and v == best[c] else text)
+        lines.append("| " + " | ".join([str(name)] + cells) + " |")
+    return "\n".join(lines) + "\n"

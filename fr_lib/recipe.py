@@ -42,10 +42,15 @@ class Speed:
     eval_images_per_s: float
 
 
-def measure_speed(cfg, num_classes: int, steps: int = 3, device: str = "cpu") -> Speed:
-    """Time ``steps`` training steps (after one warm-up step) and ``steps`` eval batches of cfg's model and
-    criterion on random images of cfg.data.batch_size x 3 x image_size x image_size. Data loading is not included
-    (decode + augmentation of small aligned crops costs ~1 ms per image, < 5% of a training step on a CPU)."""
+def measure_speed(cfg, num_classes: int, steps: int = 5, device: str = "cpu", warmup: int = 2,
+                  index=None, samples=None) -> Speed:
+    """Time two rounds of ``steps`` training steps (after ``warmup`` untimed steps: the first ones allocate and
+    pick kernels, up to 10x slower; the faster round counts) and ``steps`` eval batches of cfg's model and
+    criterion at cfg.data.batch_size x 3 x image_size x image_size.
+
+    With ``index`` (FolderIndex) and ``samples`` (training [(path, label)]), the training steps load real batches
+    through a DataLoader with cfg.data.num_workers and the training augmentation, so decoding counts as it does in
+    training (on 2 busy cores it made an epoch 2.5x slower than the random-tensor estimate); else random images."""
     import torch
 
     from fr_lib.losses import build_criterion
@@ -69,26 +74,43 @@ def measure_speed(cfg, num_classes: int, steps: int = 3, device: str = "cpu") ->
             if str(device).startswith("cuda"):
                 torch.cuda.synchronize()
 
+        batches = None
+        if index is not None and samples:
+            from fr_lib.data import FaceFolder, build_transforms
+            ds = FaceFolder(index, build_transforms(model.normalization, s, train=True,
+                                                    augment=cfg.data.augment), samples=samples)
+            gen = torch.Generator().manual_seed(0)
+            loader = torch.utils.data.DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, generator=gen,
+                                                 num_workers=cfg.data.num_workers)
+            batches = iter(loader) if len(loader) >= warmup + 2 * steps else None
         model.train()
         times = []
-        for i in range(steps + 1):
+        for i in range(warmup + 2 * steps):
             t0 = time.perf_counter()
+            if batches is not None:
+                x, labels = next(batches)
+                y = (labels % num_classes).to(device)
+                x = x.to(device)
             loss = criterion(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sync()
-            if i:
+            if i >= warmup:
                 times.append(time.perf_counter() - t0)
-        train_ips = b / float(np.median(times))
+        # two rounds, the faster one counts: on a shared machine a burst of other work during one round made a
+        # single round read 10x slow (measured here); the budget is about this run's own speed
+        train_ips = b / min(float(np.median(times[:steps])), float(np.median(times[steps:])))
+        batches = None
+        x = torch.randn(b, 3, s, s, device=device)
         model.eval()
         times = []
         with torch.no_grad():
-            for i in range(steps + 1):
+            for i in range(warmup + steps):
                 t0 = time.perf_counter()
                 model(x)
                 sync()
-                if i:
+                if i >= warmup:
                     times.append(time.perf_counter() - t0)
         return Speed(train_ips, b / float(np.median(times)))
 
@@ -112,6 +134,7 @@ class RecipeSplit:
     cfg.data): n_train / n_val images of the training identities, the held-out query and distractor sets."""
     index: object                      # fr_lib.data.FolderIndex of the aligned root
     train_classes: list[str]
+    train: list                        # closed-set training samples [(path relative to root, label 0..C-1)]
     query: list                        # [(path relative to root, label)]
     distractors: list
     query_classes: list[str]
@@ -136,7 +159,7 @@ def split_for(data_cfg) -> RecipeSplit:
     if not split.query:
         raise ValueError(f"{data_cfg.root}: no held-out query identity (eval_identity_fraction "
                          f"{data_cfg.eval_identity_fraction}); the recipe needs query identities with 2+ images")
-    return RecipeSplit(index, split.train_classes, split.query, split.distractors, split.query_classes,
+    return RecipeSplit(index, split.train_classes, train, split.query, split.distractors, split.query_classes,
                        split.distractor_classes, len(train), len(val))
 
 
@@ -167,7 +190,8 @@ def train_within_budget(cfg, minutes: float, split: RecipeSplit, resume: bool = 
     if resume and plan_file.is_file():   # keep the first plan: re-measuring would change the schedule length
         plan = json.loads(plan_file.read_text())
     else:
-        speed = measure_speed(cfg, len(split.train_classes), device=device)
+        speed = measure_speed(cfg, len(split.train_classes), device=device, index=split.index,
+                              samples=split.train)
         epochs = plan_epochs(minutes, split.n_train, split.n_val + len(split.query) + len(split.distractors),
                              speed, max_epochs=max_epochs)
         plan = {"epochs": epochs, "minutes": minutes, "train_images_per_s": speed.train_images_per_s,
@@ -248,7 +272,8 @@ def _save_fig(fig, path: Path) -> None:
 def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir, device: str = "cpu",
                baselines=DEFAULT_BASELINES, fprs=DEFAULT_FPRS, aligned_root=None, align_size: int = 112,
                align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = "last",
-               pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None, progress: bool = True) -> dict:
+               pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None,
+               progress: bool = True) -> dict:
     """Run the whole recipe; returns a summary dict (also written to out_dir/summary.json).
 
     experiments: {name: experiment config}; their data section must agree on the split (the recipe sets the
@@ -269,7 +294,7 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
 
     from fr_lib.embedders import resolve_embedder
     from fr_lib.metrics import identification_rate
-    from fr_lib.pair_verification import pair_scores, score_pairs
+    from fr_lib.pair_verification import pair_scores, score_pairs, verification_markdown
     from fr_lib.pairs import read_lfw_pairs, write_lfw_pairs
     from fr_lib.plots import plot_roc, plot_similarity_distributions, plot_training_curves
     from fr_lib.report import comparison_table, to_csv, to_markdown, write_table
@@ -395,20 +420,3 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     print(f"wrote table.md/.csv/.html, verification.md/.csv, pairs.txt, roc_curves.png, "
           f"similarity_distributions.png, training_*.png and summary.json to {out_dir}")
     return summary
-
-
-def verification_markdown(df, decimals: int = 4) -> str:
-    """Markdown table of verification results, the best of each column in bold: highest accuracy and ROC-AUC,
-    lowest EER (fr_lib.report.to_markdown bolds the highest everywhere, wrong for an error rate)."""
-    lower_better = {"EER", "accuracy std"}
-    header = [df.index.name or "model"] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    best = {c: (df[c].min() if c in lower_better else df[c].max()) for c in df.columns}
-    for name, row in df.iterrows():
-        cells = []
-        for c in df.columns:
-            v = row[c]
-            text = "" if v != v else f"{v:.{decimals}f}"
-            cells.append(f"**{text}**" if text and c != "accuracy std" and v == best[c] else text)
-        lines.append("| " + " | ".join([str(name)] + cells) + " |")
-    return "\n".join(lines) + "\n"
