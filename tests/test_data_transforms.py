@@ -78,3 +78,10 @@ def test_flip_happens(image):
 def test_unknown_normalisation_lists_choices():
     with pytest.raises(ValueError, match="facenet"):
         build_transforms("vgg", 112, train=False)
+
+
+def test_unit_normalisation_is_plain_scaling_to_0_1(image):
+    """'unit' (the dlib baseline's input): pixel / 255, nothing else."""
+    x = build_transforms("unit", 112, train=False)(image)
+    ref = torch.as_tensor(np.array(image), dtype=torch.float32).permute(2, 0, 1) / 255.0
+    torch.testing.assert_close(x, ref, atol=1e-6, rtol=0)
