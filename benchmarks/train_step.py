@@ -65,6 +65,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="measure every mode this many times, interleaved, and keep the best (load fluctuations)")
     args = p.parse_args()
     device = torch.device(args.device)
     names = args.backbones.split(",")
@@ -72,11 +74,16 @@ def main() -> None:
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
           f"{torch.get_num_threads()} threads), batch {args.batch_size}, {args.steps} timed steps")
     print(f"{'backbone':<22}{'px':>5}  {'mode':<14}{'images/s':>10}  {'vs fp32':>8}")
+    modes = args.modes.split(",")
     for name, size in zip(names, sizes):
-        base = None
-        for mode in args.modes.split(","):
-            ips = images_per_second(name, size, mode, device, args.batch_size, args.steps, args.warmup)
-            base = base or (ips if mode == "fp32" else None)
+        best = {m: 0.0 for m in modes}
+        for _ in range(args.rounds):
+            for mode in modes:
+                best[mode] = max(best[mode], images_per_second(name, size, mode, device, args.batch_size,
+                                                               args.steps, args.warmup))
+        base = best.get("fp32")
+        for mode in modes:
+            ips = best[mode]
             ratio = f"{ips / base:7.2f}x" if base else "      -"
             print(f"{name:<22}{size:>5}  {mode:<14}{ips:>10.1f}  {ratio:>8}", flush=True)
 
