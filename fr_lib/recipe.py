@@ -60,6 +60,8 @@ def measure_speed(cfg, num_classes: int, steps: int = 5, device: str = "cpu", wa
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_backbone(cfg.model.backbone, cfg.model.embedding_size, None, cfg.model.dropout).to(device)
+        if cfg.train.freeze_backbone:   # two-stage recipe: only the neck learns, no backward through the backbone
+            model.freeze_backbone()
         criterion = build_criterion(cfg.loss.name, num_classes, cfg.model.embedding_size, margin=cfg.loss.margin,
                                     scale=cfg.loss.scale, label_smoothing=cfg.loss.label_smoothing,
                                     mining=cfg.loss.mining).to(device)
@@ -67,7 +69,7 @@ def measure_speed(cfg, num_classes: int, steps: int = 5, device: str = "cpu", wa
         x = torch.randn(b, 3, s, s, device=device)
         k = max(1, cfg.data.samples_per_class)
         y = (torch.arange(b, device=device) // k) % num_classes
-        params = list(model.parameters()) + list(criterion.parameters())
+        params = [p for p in list(model.parameters()) + list(criterion.parameters()) if p.requires_grad]
         opt = build_optimizer(params, cfg.optim.optimizer, 1e-6, 0.0)
 
         def sync():

@@ -158,6 +158,12 @@ def test_recipe_cli_overrides_and_errors(tmp_path, capsys):
         "loss.margin"]
     assert arc.data.batch_size == SMALL_DATA["data.batch_size"]
     assert cfgs["ce-efficientnet"].optim.lr == arc.optim.lr == 0.005          # --set wins over the recipe's
+    two = experiment_configs(["ce-efficientnet", "arcface-efficientnet"],
+                             ["arcface-efficientnet:train.freeze_backbone=true", "train.seed=3"])
+    assert two["arcface-efficientnet"].train.freeze_backbone and not two["ce-efficientnet"].train.freeze_backbone
+    assert two["arcface-efficientnet"].train.seed == two["ce-efficientnet"].train.seed == 3
+    with pytest.raises(KeyError, match="not one of the experiments"):
+        experiment_configs(["ce-efficientnet"], ["arcface-efficientnet:loss.margin=0.3"])
     args = build_parser().parse_args(["recipe", str(tmp_path), "--minutes", "1", "--out", str(tmp_path / "o")])
     assert args.experiments == "ce-efficientnet,arcface-efficientnet" and args.func.__name__ == "recipe_command"
     assert main(["recipe", str(tmp_path / "missing"), "--minutes", "1", "--out", str(tmp_path / "o")]) == 2

@@ -65,21 +65,34 @@ def register(subparsers) -> None:
     p.add_argument("--pairs-per-fold", type=int, default=300, help="matched (and mismatched) pairs per fold of "
                                                                     "pairs.txt (10 folds; lowered if too few)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field of every experiment, e.g. --set optim.lr=0.001 (repeatable)")
+                   help="override a config field of every experiment, e.g. --set optim.lr=0.001, or of one: "
+                        "--set arcface-efficientnet:loss.margin=0.3 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=recipe_command)
 
 
 def experiment_configs(names: list[str], overrides: list[str]) -> dict:
-    """{name: config.get_experiment(name) with SMALL_DATA, SMALL_LOSS[loss] and then the --set overrides}."""
+    """{name: config.get_experiment(name) with SMALL_DATA, SMALL_LOSS[loss] and then the --set overrides};
+    an override 'NAME:key=value' applies to experiment NAME only (e.g. the two-stage recipe: ArcFace starting
+    from the CE run's weights)."""
     import config
 
-    user = config.parse_overrides(overrides)
+    shared, per = [], {}
+    for item in overrides:
+        head, sep, _ = item.partition("=")
+        if ":" in head:
+            target, _, rest = item.partition(":")
+            if target not in names:
+                raise KeyError(f"--set {item!r}: {target!r} is not one of the experiments {names}")
+            per.setdefault(target, []).append(rest)
+        else:
+            shared.append(item)
+    user = config.parse_overrides(shared)
     out = {}
     for name in names:
         base = config.get_experiment(name)
         small = {**SMALL_DATA, **SMALL_LOSS.get(base.loss.name, {})}
-        out[name] = config.get_experiment(name, **{**small, **user})
+        out[name] = config.get_experiment(name, **{**small, **user, **config.parse_overrides(per.get(name, []))})
     return out
 
 
