@@ -102,7 +102,8 @@ def detect_faces(images: Sequence, device: str = "cpu", batch_size: int = 32, mi
         images = [images]
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    detector = detector or build_detector(str(device), int(min_face_size), tuple(thresholds))
+    if detector is None:
+        detector = build_detector(str(device), int(min_face_size), tuple(thresholds))
     results: list[list[FaceDetection]] = [[] for _ in images]
     groups: dict[tuple[int, int], list[tuple[int, np.ndarray, float]]] = defaultdict(list)
     for i, image in enumerate(images):
