@@ -118,3 +118,61 @@ def test_query_and_distractor_folders(synth_root, tmp_path):
     assert res["n_negatives"] == n_q * n_d + n_q * (n_q - 1) // 2 - res["n_positives"]
     assert main(["eval", "--experiments", "random-mobilenetv3_small_100", "--query", str(tmp_path / "query"),
                  "--out", str(out)]) == 2
+
+
+def test_pairs_lfw_protocol_for_checkpoint_and_random_baseline(synth_root, tmp_path, capsys):
+    """--pairs: 10-fold accuracy, EER and AUC equal the LFW protocol on the cosines of the models' embeddings."""
+    import config
+    from fr_lib.data import build_transforms
+    from fr_lib.metrics import eer, lfw_10fold_accuracy, roc_auc
+    from fr_lib.pairs import read_lfw_pairs, write_lfw_pairs
+    from fr_lib.train import train
+    from models_definition import build_backbone
+    from PIL import Image
+
+    cfg = config.get_experiment("ce-efficientnet", "tiny", **{
+        "data.root": str(synth_root), "model.backbone": "mobilenetv3_small_100", "data.image_size": 32,
+        "train.output_dir": str(tmp_path / "run")})
+    train(cfg, progress=False)
+    ckpt = tmp_path / "run" / "last.pt"
+    pairs_txt = tmp_path / "pairs.txt"
+    write_lfw_pairs(synth_root, pairs_txt, folds=4, pairs_per_fold=8, seed=0)
+    out = tmp_path / "out"
+    rc = main(["eval", "--experiments", f"{ckpt},random-mobilenetv3_small_100", "--pairs", str(pairs_txt),
+               "--data", str(synth_root), "--out", str(out), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    for f in ("verification.md", "verification.csv", "verification.json"):
+        assert (out / f).is_file()
+    got = json.loads((out / "verification.json").read_text())
+    pairs = read_lfw_pairs(pairs_txt, synth_root)
+    issame = np.array([p.issame for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+
+    torch.manual_seed(0)
+    random_model = build_backbone("mobilenetv3_small_100", pretrained=None).eval()
+    from fr_lib.checkpoint import load_embedder
+    trained, meta = load_embedder(ckpt)
+    for key, model, size in ((str(ckpt), trained, meta["image_size"]),
+                             ("random-mobilenetv3_small_100", random_model, random_model.default_image_size)):
+        tf = build_transforms("imagenet", size, train=False)
+        with torch.no_grad():
+            def emb(path):
+                return model(tf(Image.open(path).convert("RGB"))[None])[0].numpy().astype(np.float64)
+            scores = np.array([emb(p.path1) @ emb(p.path2) for p in pairs])
+        want_acc = lfw_10fold_accuracy(scores, issame, folds=folds)
+        # batched vs one-image forward passes differ by ~1e-7 in the cosines, which can swap two nearly tied
+        # scores: allow one pair per fold (accuracy 1/16) and one pos/neg ordering (AUC 1/32 * 1/32 * few)
+        assert got[key]["accuracy"] == pytest.approx(want_acc.mean, abs=1 / 16 + 1e-9)
+        assert got[key]["eer"] == pytest.approx(eer(scores[issame], scores[~issame])[0], abs=1 / 32 + 1e-9)
+        assert got[key]["roc_auc"] == pytest.approx(roc_auc(scores[issame], scores[~issame]), abs=4 / 1024)
+        assert got[key]["n_pairs"] == 4 * 2 * 8 and got[key]["n_folds"] == 4
+
+
+def test_pairs_needs_data_and_experiments(tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("1\t1\n")
+    assert main(["eval", "--experiments", "random-resnet18", "--pairs", str(tmp_path / "p.txt"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["eval", "--experiments", "random-resnet18", "--pairs", str(tmp_path / "missing.txt"),
+                 "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "pairs file not found" in capsys.readouterr().err

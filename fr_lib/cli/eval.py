@@ -3,6 +3,7 @@
     fr eval --experiments ce-efficientnet,arcface-efficientnet,random-inception_resnet_v1 --out id_rate/
     fr eval --experiments ce-efficientnet --query QUERY_ROOT --distractors DISTRACTOR_ROOT --out DIR
     fr eval --embeddings ce=runs/ce.npz,arcface=runs/arc.npz --out DIR   # arrays embeddings, labels, is_distractor
+    fr eval --experiments ce-efficientnet,dlib-resnet --pairs pairs.txt --data ROOT --out DIR   # LFW-style
 
 An experiment is evaluated on the identities its training run held out (the open-set split stored in its
 checkpoint's config, on --data ROOT if given, else on the run's own data root), or on --query / --distractors
@@ -12,6 +13,9 @@ and checkpoint paths (fr_lib.embedders.resolve_embedder).
 After each experiment the cosine threshold at FPR = 0.01 is written to runs/<name>/threshold.json (used by
 ``fr compare`` and ``fr recognize``). Writes table.md, table.csv, table.html, results.json, roc_curves.png and
 similarity_distributions.png under --out.
+With --pairs (an LFW View-2 pairs file whose names resolve under --data, e.g. LFW itself or one written by
+fr_lib.pairs.write_lfw_pairs): 10-fold verification accuracy, EER and ROC-AUC per model instead, written to
+verification.md, verification.csv and verification.json under --out.
 """
 from __future__ import annotations
 
@@ -43,6 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="ROOT", help="dataset root to take the held-out query/distractor identities from")
     p.add_argument("--query", metavar="ROOT", help="query folder ROOT/<identity>/<image> (with --distractors)")
     p.add_argument("--distractors", metavar="ROOT", help="distractor folder (identities not in --query)")
+    p.add_argument("--pairs", metavar="PAIRS.txt",
+                   help="LFW View-2 pairs file: 10-fold accuracy, EER and AUC instead of the ID-rate table "
+                        "(needs --experiments and --data ROOT, the folder the pair names refer to)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for tables and figures")
     p.add_argument("--fprs", default=DEFAULT_FPRS, help=f"comma-separated FPRs (default {DEFAULT_FPRS})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -194,6 +201,58 @@ def eval_command(args: argparse.Namespace) -> int:
         return 2
 
 
+def _run_pairs(args) -> int:
+    """--pairs: LFW protocol (fr_lib.pair_verification) for every model of --experiments."""
+    from fr_lib.pair_verification import verification_markdown, verify_pairs
+    from fr_lib.report import _atomic_write, comparison_table, to_csv
+
+    if not args.experiments:
+        raise EvalError("--pairs needs --experiments (models to embed the pair images with)")
+    if not args.data:
+        raise EvalError("--pairs needs --data ROOT: the folder the names in the pairs file refer to")
+    if args.query or args.distractors:
+        raise EvalError("--pairs replaces --query/--distractors")
+    if not Path(args.pairs).is_file():
+        raise EvalError(f"pairs file not found: {args.pairs}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(args.device)
+    names = [x.strip() for x in args.experiments.split(",") if x.strip()]
+    if not names:
+        raise EvalError("--experiments is empty")
+    rows, summary = {}, {}
+    for name in names:
+        try:
+            model, image_size, normalization, ckpt, _ = _model_for(name, device)
+        except (ImportError, RuntimeError) as e:   # pretrained weights offline, optional dlib extra missing
+            print(f"skipped {name}: {e}", file=sys.stderr)
+            summary[name] = {"skipped": str(e)}
+            continue
+        meta = {"name": name, "image_size": image_size, "normalization": normalization,
+                "checkpoint": str(ckpt) if ckpt else None}
+        cache = None if args.no_cache else out / "cache" / f"{_safe_name(name)}-pairs{'-flip' if args.flip else ''}.npz"
+        res = verify_pairs(model, meta, args.pairs, args.data, device=device, batch_size=args.batch_size,
+                           flip=args.flip, cache_path=cache)
+        rows[name] = res.table_row()
+        summary[name] = {**res.as_dict(), "source": str(ckpt or name)}
+        print(f"{name}: {res.n_pairs} pairs in {res.n_folds} folds: 10-fold accuracy {res.accuracy:.4f} "
+              f"+- {res.accuracy_std:.4f}, EER {res.eer:.4f}, ROC-AUC {res.roc_auc:.4f}", flush=True)
+    if not rows:
+        raise EvalError(f"every model was skipped: {summary}")
+    df = comparison_table(rows)
+    md = verification_markdown(df)
+    _atomic_write(out / "verification.md", md)
+    to_csv(df, out / "verification.csv")
+    _atomic_write(out / "verification.json", json.dumps(summary, indent=2) + "\n")
+    print(md)
+    print(f"wrote verification.md, verification.csv, verification.json to {out}")
+    return 0
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
 def _run(args) -> int:
     import matplotlib
     matplotlib.use("Agg")
@@ -203,6 +262,8 @@ def _run(args) -> int:
     from fr_lib.plots import plot_roc, plot_similarity_distributions
     from fr_lib.report import _atomic_write, comparison_table, to_markdown, write_table
 
+    if args.pairs:
+        return _run_pairs(args)
     fprs = _parse_fprs(args.fprs)
     if bool(args.query) != bool(args.distractors):
         raise EvalError("--query and --distractors go together")
