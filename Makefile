@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q $(TORCH_SPEC) 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -c "import torch, timm, facenet_pytorch, pytorch_metric_learning, fr_lib, config"
-	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null  # kernel of this venv, for papermill and make lab
 	touch $@
 
 demo: install
