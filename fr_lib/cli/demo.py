@@ -38,6 +38,10 @@ def register(subparsers) -> None:
     p.add_argument("--experiments", metavar="A,B", default=",".join(MATRIX),
                    help=f"experiments to train (default: {','.join(MATRIX)})")
     p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                   help="weights to evaluate: last (end of the cosine schedule, default) or best (min val loss; "
+                        "with the demo's small val sets a poor selector for triplet loss, whose val loss is lowest "
+                        "in epoch 1)")
     p.add_argument("--no-dlib", action="store_true", help="leave out the dlib-resnet baseline")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every experiment, e.g. --set train.epochs=2 (repeatable)")
@@ -113,8 +117,9 @@ def _run(args) -> int:
         print(f"[{step}/{n_steps}] {name}: {cfg.name}, preset {preset}, {cfg.train.epochs} epoch(s) at "
               f"{cfg.data.image_size} px on {device} -> {cfg.output_dir}", flush=True)
         run = demo.train_or_reuse(cfg, retrain=args.retrain, progress=progress)
+        ckpt = run["checkpoint"] if args.checkpoint == "best" else Path(cfg.output_dir) / "last.pt"
         training[name] = {**demo.training_summary(run["history"]), "state": run["state"], "experiment": cfg.name,
-                          "checkpoint": str(run["checkpoint"])}
+                          "checkpoint": str(ckpt)}
         print(f"  {run['state']} ({run['seconds']:.0f} s): best epoch {training[name].get('best_epoch')}, "
               f"val accuracy {training[name].get('val_accuracy', float('nan')):.3f}", flush=True)
         rows[name] = cfg
@@ -131,9 +136,10 @@ def _run(args) -> int:
     print(f"  {len(split.query)} query images of {len({l for _, l in split.query})} identities, "
           f"{len(split.distractors)} distractor images of {len({l for _, l in split.distractors})} identities")
     cache = Path(args.runs or config.RUNS_DIR) / ".eval-cache"   # embeddings keyed by weights + data
-    embeddings, notes = {}, {}
+    embeddings, notes = {}, {"evaluated checkpoint": args.checkpoint}
     for name, cfg in rows.items():
-        model, meta = resolve_embedder(cfg.checkpoint, device=device)
+        ckpt = cfg.checkpoint if args.checkpoint == "best" else Path(cfg.output_dir) / "last.pt"
+        model, meta = resolve_embedder(ckpt, device=device)
         embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, cache_dir=cache,
                                                cache_name=cfg.name, progress=progress)
     trained_sizes = {c.model.backbone: c.data.image_size for c in cfgs}
@@ -156,6 +162,7 @@ def _run(args) -> int:
 
     # 4. show
     table = (out / "table.md").read_text()
+    print(f"\nEvaluated: the {args.checkpoint} checkpoint of each run.")
     print(f"\nID rate on held-out identities ({'synthetic data, preset ' + preset if not args.data else data_root};"
           f" best of each column in bold):\n")
     print(table)
