@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # The torch build installed first; pip takes it from the local disk where it lies there (see DEVELOPERS.md).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,notebooks
+EXTRAS ?= dev,notebooks,dlib
 
 .PHONY: demo test lab install clean
 install: $(VENV)/.installed
