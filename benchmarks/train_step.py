@@ -1,7 +1,7 @@
 """Training throughput (images/s) of one optimiser step, fp32 vs channels_last vs bf16 autocast.
 
     python benchmarks/train_step.py                       # CPU here: efficientnet_b0 @ 112 px, inception_resnet_v1 @ 160 px
-    python benchmarks/train_step.py --device cuda --batch-size 128 --steps 20
+    python benchmarks/train_step.py --device cuda --batch-size 256 --steps 20 --modes fp32,channels_last,bf16,compile
 
 Each step is what fr_lib.train runs: backbone + neck -> criterion (CE over 1000 classes) -> backward -> AdamW.
 Prints images/s per (backbone, mode) and the ratio to the fp32 baseline of the same backbone. Synthetic inputs,
@@ -20,7 +20,8 @@ from fr_lib.losses import build_criterion
 from fr_lib.train import TrainStep
 from models_definition import build_backbone
 
-MODES = ("fp32", "channels_last", "bf16")
+MODES = ("fp32", "channels_last", "bf16")   # also "compile": bf16 + channels_last + torch.compile (not default:
+                                           # compiling takes a minute per backbone)
 DEFAULT_SIZES = {"efficientnet_b0": 112, "inception_resnet_v1": 160}
 
 
@@ -29,13 +30,13 @@ def images_per_second(backbone: str, size: int, mode: str, device: torch.device,
     torch.manual_seed(0)
     model = build_backbone(backbone, embedding_size=512).to(device)
     criterion = build_criterion("ce", num_classes=1000, embedding_size=512).to(device)
-    fmt = torch.channels_last if mode in ("channels_last", "bf16") else torch.preserve_format
+    fmt = torch.channels_last if mode in ("channels_last", "bf16", "compile") else torch.preserve_format
     model.to(memory_format=fmt)
-    step = TrainStep(model, criterion).train()
+    step = TrainStep(torch.compile(model) if mode == "compile" else model, criterion).train()
     opt = torch.optim.AdamW(list(model.parameters()) + list(criterion.parameters()), lr=1e-3)
     x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (batch_size,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode in ("bf16", "compile") else nullcontext()
 
     def one():
         with autocast:

@@ -75,11 +75,12 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Inverse of capture_rng_state; accepts a state loaded with any map_location (RNG states must be CPU bytes)."""
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
