@@ -52,6 +52,8 @@ class DataConfig:
     packed_cache: bool = False              # decode once into a memory-mapped uint8 array (fr_lib.data.PackedFaces)
     cache_dir: str | None = None            # where packed caches go; None = fr_lib.data.default_cache_dir()/packed
     augment: bool = True
+    batch_augment: bool = False             # augment + normalise whole uint8 batches on the training device
+                                            # (fr_lib.data.BatchAugment, kornia): workers only read pixels
     seed: int = 0
 
 
@@ -213,8 +215,10 @@ def _convert(key: str, text: str):
 
 # ---------------------------------------------------------------------------------------------------- registry
 def _casia(min_images: int) -> DataConfig:
+    # packed cache + on-device batch augmentation: per-image transforms in 8 workers would starve a GPU
+    # (benchmarks/input_pipeline.py)
     return DataConfig(root=str(CASIA_ROOT), min_images_per_identity=min_images, batch_size=128, num_workers=8,
-                      packed_cache=True)
+                      packed_cache=True, batch_augment=True)
 
 
 EXPERIMENTS: dict[str, ExperimentConfig] = {
@@ -259,9 +263,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"data.root": str(SYNTH_ROOT), "data.packed_cache": False, "data.batch_size": 32, "data.num_workers": 0,
              "data.min_images_per_identity": 1, "data.max_identities": 120, "data.max_images_per_identity": 10,
              "data.val_fraction": 0.2, "data.eval_identity_fraction": 0.3, "data.image_size": 64, "train.epochs": 14,
-             "loss.label_smoothing": 0.0, "train.eval_at_start": True},
+             "loss.label_smoothing": 0.0, "train.eval_at_start": True, "data.batch_augment": False},
     "tiny": {"data.batch_size": 16, "data.num_workers": 0, "data.min_images_per_identity": 1,
-             "data.packed_cache": False, "model.embedding_size": 64, "train.epochs": 1},
+             "data.packed_cache": False, "data.batch_augment": False, "model.embedding_size": 64, "train.epochs": 1},
 }
 
 # Per-experiment additions to a preset (applied after PRESETS[preset]). Short CPU runs from scratch need a

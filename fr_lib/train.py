@@ -13,7 +13,6 @@ Launch several processes with ``torchrun --nproc_per_node N -m fr_lib train ...`
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -52,14 +51,10 @@ class TrainStep(nn.Module):
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
+    """torch.device for a config's train.device (fr_lib.device.resolve_device_name; 'cuda' -> this rank's GPU)."""
+    from fr_lib.device import resolve_device_name
+
+    return torch.device(resolve_device_name(name, local_rank))
 
 
 def _seed_everything(seed: int) -> None:
@@ -192,6 +187,11 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
                          f"x {ctx.world_size} process(es)")
     pin = device.type == "cuda"
     loader = make_loader(data.train, sampler, d_cfg.num_workers, pin)
+    batch_augment = None
+    if d_cfg.batch_augment:
+        from fr_lib.data.batch_augment import BatchAugment
+
+        batch_augment = BatchAugment(model.normalization, d_cfg.image_size, d_cfg.augment).to(device)
     val_loader = open_loader = None
     if ctx.is_main and data.val is not None:
         # in label order: each batch holds whole identities, so pair/triplet losses find positives in it
@@ -255,8 +255,11 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not (progress and ctx.is_main),
                    leave=False, dynamic_ncols=True)
         for i, (images, labels) in enumerate(bar):
-            images = images.to(device, non_blocking=pin,
-                               memory_format=torch.channels_last if channels_last else torch.preserve_format)
+            images = images.to(device, non_blocking=pin)
+            if batch_augment is not None:
+                images = batch_augment(images)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=pin)
             with _autocast(device, t_cfg.amp):
                 loss, _ = step_module(images, labels)

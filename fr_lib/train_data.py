@@ -48,7 +48,12 @@ def build_training_data(data_cfg, normalization: str) -> TrainingData:
                         max_identities=data_cfg.max_identities)
     split = open_set_split(index, data_cfg.eval_identity_fraction, data_cfg.distractor_fraction, data_cfg.seed)
     train, val = closed_set_split(split.train, data_cfg.val_fraction, data_cfg.seed)
-    train_tf = build_transforms(normalization, data_cfg.image_size, train=True, augment=data_cfg.augment)
+    if getattr(data_cfg, "batch_augment", False):   # uint8 pixels only; fr_lib.train applies BatchAugment
+        from fr_lib.data.batch_augment import uint8_transform
+
+        train_tf = uint8_transform(data_cfg.image_size)
+    else:
+        train_tf = build_transforms(normalization, data_cfg.image_size, train=True, augment=data_cfg.augment)
     eval_tf = build_transforms(normalization, data_cfg.image_size, train=False)
     classes = split.train_classes
     open_samples = split.query + split.distractors

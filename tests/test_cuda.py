@@ -129,3 +129,20 @@ def test_extract_embeddings_on_cuda_matches_cpu(synth_root):
     gpu = extract_embeddings(model.to(CUDA), ds, device="cuda", progress=False)   # bf16 autocast
     cos = (cpu.embeddings * gpu.embeddings).sum(axis=1)
     assert cos.min() > 0.99 and np.array_equal(cpu.labels, gpu.labels)
+
+
+def test_batch_augment_on_cuda_matches_cpu_and_trains(synth_root, tmp_path):
+    from fr_lib.data.batch_augment import BatchAugment
+
+    x = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8)
+    plain = BatchAugment("imagenet", 64, augment=False)
+    torch.testing.assert_close(plain.to(CUDA)(x.to(CUDA)).cpu(), plain.cpu()(x), rtol=0, atol=1e-5)
+    aug = BatchAugment("imagenet", 64).to(CUDA)
+    torch.manual_seed(0)
+    a = aug(x.to(CUDA))
+    torch.manual_seed(0)
+    assert torch.equal(a, aug(x.to(CUDA))) and a.is_cuda and a.dtype == torch.float32
+    cfg = _cuda_cfg(synth_root, tmp_path / "ba", **{"data.batch_augment": True, "data.packed_cache": True,
+                                                    "data.cache_dir": str(tmp_path / "packed")})
+    (row,) = train(cfg, progress=False)["history"]
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])

@@ -35,13 +35,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from fr_lib.align import align_folder
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: --device {args.device} asked for but CUDA is not available; use --device cpu",
-              file=sys.stderr)
+    from fr_lib.device import resolve_device_name
+
+    try:
+        args.device = resolve_device_name(args.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         summary = align_folder(args.src, args.dst, size=args.size, mode=args.mode, device=args.device,

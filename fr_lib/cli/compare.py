@@ -66,13 +66,12 @@ def resolve_threshold(args, checkpoint: Path) -> tuple[float, str]:
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    from fr_lib.device import resolve_device_name
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return name
+    try:
+        return resolve_device_name(name)
+    except ValueError as e:
+        raise CliError(str(e)) from e
 
 
 def load_pipeline(args):

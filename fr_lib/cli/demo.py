@@ -76,19 +76,15 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def _run(args) -> int:
-    import torch
-
     import config
     from fr_lib import demo
     from fr_lib.embedders import resolve_embedder
-    from fr_lib.report import _atomic_write, to_markdown
+    from fr_lib.report import _atomic_write
 
     t_start = time.perf_counter()
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} requested but CUDA is not available")
+    from fr_lib.device import resolve_device_name
+
+    device = resolve_device_name(args.device)      # DeviceUnavailable is a ValueError: exit code 2
     preset = args.preset or ("full" if device.startswith("cuda") else "demo")
     out = Path(args.out) if args.out else config.ID_RATE_DIR
     progress = not args.no_progress

@@ -62,12 +62,12 @@ def register(subparsers) -> None:
 
 
 def _device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError(f"--device {name} requested but CUDA is not available")
-    return name
+    from fr_lib.device import resolve_device_name
+
+    try:
+        return resolve_device_name(name)
+    except ValueError as e:
+        raise EvalError(str(e)) from e
 
 
 def _parse_fprs(text: str) -> list[float]:

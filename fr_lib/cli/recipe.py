@@ -23,6 +23,7 @@ SMALL_DATA = {
     "data.batch_size": 16,               # more optimiser steps per minute: the budget, not memory, is the limit
     "data.num_workers": 1,               # decode/augment overlaps the CPU step
     "data.packed_cache": False,          # a few thousand small JPEGs decode fast enough
+    "data.batch_augment": False,         # per-image augmentation in the loader, as measured below
     "loss.label_smoothing": 0.0,
     "train.eval_at_start": False,
 }
@@ -104,12 +105,13 @@ def recipe_command(args: argparse.Namespace) -> int:
     if args.minutes <= 0:
         print(f"error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
         return 2
-    if args.device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            print(f"error: --device {args.device} asked for but CUDA is not available; use --device cpu",
-                  file=sys.stderr)
-            return 2
+    from fr_lib.device import resolve_device_name
+
+    try:
+        args.device = resolve_device_name(args.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not Path(args.photo_root).is_dir():
         print(f"error: photo folder {args.photo_root} does not exist", file=sys.stderr)
         return 2
