@@ -150,13 +150,15 @@ def test_recipe_rejects_configs_that_split_differently(synth_root, tmp_path):
 
 def test_recipe_cli_overrides_and_errors(tmp_path, capsys):
     from fr_lib.cli import build_parser, main
-    from fr_lib.cli.recipe import SMALL_DATA, SMALL_LOSS, experiment_configs
+    import config
+    from fr_lib.cli.recipe import experiment_configs
 
     cfgs = experiment_configs(["ce-efficientnet", "arcface-efficientnet"], ["optim.lr=0.005"])
     arc = cfgs["arcface-efficientnet"]
-    assert arc.loss.scale == SMALL_LOSS["arcface"]["loss.scale"] and arc.loss.margin == SMALL_LOSS["arcface"][
-        "loss.margin"]
-    assert arc.data.batch_size == SMALL_DATA["data.batch_size"]
+    small_arc = config.SMALL_OVERRIDES["arcface-efficientnet"]
+    assert arc.loss.scale == small_arc["loss.scale"] == 16.0 and arc.loss.margin == small_arc["loss.margin"] == 0.2
+    assert arc.data.batch_size == config.PRESETS["small"]["data.batch_size"]
+    assert arc.data.image_size == 64 and cfgs["ce-efficientnet"].loss.name == "ce"
     assert cfgs["ce-efficientnet"].optim.lr == arc.optim.lr == 0.005          # --set wins over the recipe's
     two = experiment_configs(["ce-efficientnet", "arcface-efficientnet"],
                              ["arcface-efficientnet:train.freeze_backbone=true", "train.seed=3"])

@@ -4,42 +4,14 @@
 
 align -> identity-disjoint split -> train each experiment for the stated minutes -> evaluate beside random weights
 and dlib-resnet (when installed) -> table, ROC curves, similarity distributions, pairs.txt + verification table
-(fr_lib.recipe). The experiments start from config.EXPERIMENTS with the 'small' overrides below (sized for a few
-thousand photos of ~100 identities on a CPU); --set changes any config field for every experiment.
+(fr_lib.recipe). The experiments start from config.EXPERIMENTS with the 'small' preset (config.PRESETS['small'] and
+config.SMALL_OVERRIDES: sized for a few thousand photos of ~100 identities on a CPU); --set changes any config field
+for every experiment.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-
-# Overrides applied to every experiment of the recipe (before --set). Chosen on CelebA (120 identities x 20
-# photos, ~1700 training images): see docs_real_photos.md for what was measured.
-SMALL_DATA = {
-    "data.min_images_per_identity": 2,   # a held-out query identity needs pairs; tiny identities add nothing
-    "data.eval_identity_fraction": 0.2,  # 120 identities -> 96 train, 12 query, 12 distractor identities
-    "data.distractor_fraction": 0.5,
-    "data.val_fraction": 0.1,
-    "data.image_size": 64,               # 112 px aligned crops seen at 64 px: ~3x more epochs per CPU minute
-    "data.batch_size": 16,               # more optimiser steps per minute: the budget, not memory, is the limit
-    "data.num_workers": 1,               # decode/augment overlaps the CPU step
-    "data.packed_cache": False,          # a few thousand small JPEGs decode fast enough
-    "data.batch_augment": False,         # per-image augmentation in the loader, as measured below
-    "loss.label_smoothing": 0.0,
-    "train.eval_at_start": False,
-}
-# per loss: what trains from scratch on ~100 identities within minutes (the CASIA defaults, SGD 0.1 with
-# s=64 / m=0.5, do not get off the ground in a few hundred steps: see docs_real_photos.md). Scale/margin as in
-# config.DEMO_OVERRIDES; its AdamW lr 3e-3 (tuned on the easy synthetic set) diverged on real faces (CE train
-# loss rose from 4.8 to 5.4 > ln 96 in epoch 2, val accuracy at chance), hence 5e-4.
-SMALL_LOSS = {
-    "ce": {"optim.optimizer": "adamw", "optim.lr": 5e-4, "optim.warmup_epochs": 1.0, "loss.scale": 16.0},
-    "arcface": {"optim.optimizer": "adamw", "optim.lr": 5e-4, "optim.warmup_epochs": 1.0, "loss.scale": 16.0,
-                "loss.margin": 0.2},
-    "cosface": {"optim.optimizer": "adamw", "optim.lr": 5e-4, "optim.warmup_epochs": 1.0, "loss.scale": 16.0,
-                "loss.margin": 0.2},
-    "triplet": {"optim.optimizer": "adamw", "optim.lr": 5e-4, "optim.warmup_epochs": 1.0, "loss.mining": "all",
-                "data.samples_per_class": 4},
-}
 
 
 def register(subparsers) -> None:
@@ -73,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def experiment_configs(names: list[str], overrides: list[str]) -> dict:
-    """{name: config.get_experiment(name) with SMALL_DATA, SMALL_LOSS[loss] and then the --set overrides};
+    """{name: config.get_experiment(name, "small") with the --set overrides};
     an override 'NAME:key=value' applies to experiment NAME only (e.g. the two-stage recipe: ArcFace starting
     from the CE run's weights)."""
     import config
@@ -91,9 +63,7 @@ def experiment_configs(names: list[str], overrides: list[str]) -> dict:
     user = config.parse_overrides(shared)
     out = {}
     for name in names:
-        base = config.get_experiment(name)
-        small = {**SMALL_DATA, **SMALL_LOSS.get(base.loss.name, {})}
-        out[name] = config.get_experiment(name, **{**small, **user, **config.parse_overrides(per.get(name, []))})
+        out[name] = config.get_experiment(name, "small", **{**user, **config.parse_overrides(per.get(name, []))})
     return out
 
 
