@@ -144,3 +144,22 @@ def test_cli_rejects_bad_overrides(capsys):
     assert main(["train", "--experiment", "ce-efficientnet", "--set", "optim.lr=fast"]) == 2
     assert "optim.lr" in capsys.readouterr().err
     assert main(["train", "--experiment", "ce-efficientnet", "--set", "optim.lrr=1"]) == 2
+
+
+def test_early_stopping_stops_after_patience_epochs_without_val_improvement(synth_root, tmp_path, monkeypatch):
+    import fr_lib.train as engine
+
+    val_losses = iter([3.0, 2.0, 2.5, 2.4, 1.0, 0.5])   # best at epoch 2; epochs 3 and 4 do not improve
+
+    def scripted_eval(*args, **kw):
+        return {"val_loss": next(val_losses), "val_accuracy": 0.0, "tpr@fpr=0.01": 0.0}
+
+    monkeypatch.setattr(engine, "evaluate", scripted_eval)
+    cfg = _resume_cfg(synth_root, tmp_path, epochs=6).replace(**{"train.early_stopping_patience": 2})
+    summary = train(cfg, progress=False)
+    assert summary["stopped_early"] and summary["epochs_run"] == 4
+    assert summary["best_epoch"] == 2
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2       # best.pt is the min-val-loss epoch
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
+    csv = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(csv) == 1 + 4
