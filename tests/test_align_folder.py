@@ -168,3 +168,17 @@ def test_photo_with_two_faces_follows_the_policy(tmp_path):
         assert list(csv.reader(f))[1] == ["pair/two.png", "several faces", "2 faces"]
     largest = align_folder(tmp_path / "src", tmp_path / "largest", policy="largest", progress=False)
     assert largest.aligned == 1 and largest.skipped == {}
+
+
+def test_a_second_run_on_the_same_dst_is_refused_while_the_first_writes(src, tmp_path):
+    import fcntl
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with open(dst / ".fr_align.lock", "a") as held:          # what a running fr align holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="being written by another fr align run"):
+            align_folder(src, dst, size=112, progress=False)
+        assert not any(p for p in dst.rglob("*") if p.name != ".fr_align.lock")   # nothing written
+    summary = align_folder(src, dst, size=112, batch_size=8, workers=2, progress=False)   # released: runs
+    assert summary.aligned == N_FACES

@@ -10,6 +10,7 @@ the main thread runs batched MTCNN detection (the GIL is released in PIL decode/
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -30,6 +31,7 @@ from fr_lib.align.transform import ALIGN_MODES, align_face, crop_face
 
 SKIPPED_CSV = "skipped.csv"
 SKIP_LOG = ".fr_align_skipped.csv"   # append-only manifest of skipped photos (the resume state)
+LOCK_FILE = ".fr_align.lock"          # held (flock) while a run writes DST
 SETTINGS = ".fr_align.json"          # settings of the run that made DST; a rerun must use the same
 TMP_SUFFIX = ".fr-tmp"
 CHUNK_BYTES = 256 * 2**20  # decoded photos per chunk; about three chunks are in memory at once
@@ -179,6 +181,34 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {src}")
     start = time.perf_counter()
     dst.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(dst):
+        return _align_locked(src, dst, files, start, size, mode, device, batch_size, workers, policy, min_face_size,
+                             max_side, quality, progress)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(dst: Path):
+    """One align_folder run per DST at a time: a second one would write the same crops and interleave skip logs.
+    An advisory flock on DST/.fr_align.lock, released when the run ends (also when it is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): unguarded, as before
+        yield
+        return
+    with open(dst / LOCK_FILE, "a") as fh:   # stays empty: DST's content does not depend on who wrote it
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{dst} is being written by another fr align run; wait for it to finish or choose "
+                             f"another destination") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _align_locked(src: Path, dst: Path, files: list[str], start: float, size, mode, device, batch_size, workers,
+                  policy, min_face_size, max_side, quality, progress) -> AlignSummary:
     _check_settings(dst, {"size": size, "mode": mode, "policy": policy, "min_face_size": min_face_size})
     outputs = _output_names(files)
     existing, others = _scan(dst)

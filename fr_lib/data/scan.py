@@ -127,7 +127,7 @@ def scan_identities(root, use_cache: bool = True, cache_dir=None, verify: bool =
         if entry.is_dir():
             if not entry.name.startswith("."):
                 folders.append(entry.name)
-        else:
+        elif not entry.name.startswith("."):   # dotfiles are tools' bookkeeping (fr align's settings, lock)
             root_skips.append((entry.name, "file outside an identity folder"))
 
     def fresh(name):
