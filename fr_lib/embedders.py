@@ -7,6 +7,7 @@ Names (``embedder_choices()`` lists them):
   weights once; offline without them: RuntimeError saying so).
 - ``random-<backbone>``: an untrained backbone (any models_definition.list_backbones() name, e.g.
   ``random-efficientnet_b0``, ``random-inception_resnet_v1``), weights from torch.manual_seed(0): the chance row.
+  ``random-<backbone>@<px>`` embeds at <px> instead of the backbone's default input size.
 - a registered experiment name: its checkpoint, found through ``checkpoint_for`` (a dict or a callable
   name -> path, supplied by the caller since fr_lib does not import config) or ``runs_dir/<name>/best.pt``.
 - a path to a checkpoint file (``.pt``/``.pth``) written by fr_lib.train.
@@ -68,12 +69,21 @@ def _load_checkpoint(path, name: str | None, device: str) -> tuple[torch.nn.Modu
 
 
 def _random_backbone(name: str, backbone: str) -> tuple[torch.nn.Module, dict]:
+    """random-<backbone>[@<px>]: '@64' embeds at 64 px instead of the backbone's default size (compare a random
+    row at the very input size the trained rows use)."""
     from models_definition import build_backbone
 
+    backbone, _, px = backbone.partition("@")
+    if px and not (px.isdigit() and int(px) >= 16):
+        raise ValueError(f"{name}: the size after '@' must be a whole number of pixels >= 16, e.g. "
+                         f"random-{backbone}@64")
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG stream
         torch.manual_seed(0)
         model = build_backbone(backbone, pretrained=None)
-    return model, _meta(name, "random", model, seed=0)
+    meta = _meta(name, "random", model, seed=0)
+    if px:
+        meta["image_size"] = int(px)
+    return model, meta
 
 
 def _facenet(name: str) -> tuple[torch.nn.Module, dict]:

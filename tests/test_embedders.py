@@ -120,3 +120,13 @@ def test_registered_experiment_without_checkpoint(tmp_path):
         resolve_embedder("my-exp", checkpoint_for={"my-exp": tmp_path / "my-exp" / "best.pt"})
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         resolve_embedder(tmp_path / "missing.pt")
+
+
+def test_random_backbone_at_a_chosen_input_size():
+    model, meta = resolve_embedder("random-efficientnet_b0@64")
+    default, default_meta = resolve_embedder("random-efficientnet_b0")
+    assert meta["image_size"] == 64 and default_meta["image_size"] == default.default_image_size != 64
+    assert meta["name"] == "random-efficientnet_b0@64" and meta["backbone"] == default_meta["backbone"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), default.state_dict().values()))
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        resolve_embedder("random-efficientnet_b0@big")

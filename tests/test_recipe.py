@@ -159,6 +159,8 @@ def test_recipe_cli_overrides_and_errors(tmp_path, capsys):
     assert arc.loss.scale == small_arc["loss.scale"] == 16.0 and arc.loss.margin == small_arc["loss.margin"] == 0.2
     assert arc.data.batch_size == config.PRESETS["small"]["data.batch_size"]
     assert arc.data.image_size == 64 and cfgs["ce-efficientnet"].loss.name == "ce"
+    from fr_lib.cli.recipe import default_baselines
+    assert default_baselines(cfgs.values()) == ["random-efficientnet_b0@64", "random-efficientnet_b0", "dlib-resnet"]
     assert cfgs["ce-efficientnet"].optim.lr == arc.optim.lr == 0.005          # --set wins over the recipe's
     two = experiment_configs(["ce-efficientnet", "arcface-efficientnet"],
                              ["arcface-efficientnet:train.freeze_backbone=true", "train.seed=3"])

@@ -30,8 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--align-max-side", type=int, default=1024,
                    help="photos larger than this are downscaled for face detection only, px (default %(default)s)")
     p.add_argument("--already-aligned", action="store_true", help="PHOTO_ROOT holds aligned crops: skip alignment")
-    p.add_argument("--baselines", default="random-efficientnet_b0,dlib-resnet", metavar="A,B",
-                   help="untrained/pretrained rows (fr_lib.embedders names; '' for none; default: %(default)s)")
+    p.add_argument("--baselines", default=None, metavar="A,B",
+                   help="untrained/pretrained rows (fr_lib.embedders names; '' for none; default: random weights of "
+                        "each trained backbone at its training size, e.g. random-efficientnet_b0@64, plus "
+                        "random-efficientnet_b0 at 112 px and dlib-resnet)")
     p.add_argument("--checkpoint", default="last", choices=("last", "best"),
                    help="evaluate the last epoch (default) or the epoch with the lowest closed-set val loss")
     p.add_argument("--max-epochs", type=int, help="upper bound on the planned epochs")
@@ -67,11 +69,17 @@ def experiment_configs(names: list[str], overrides: list[str]) -> dict:
     return out
 
 
+def default_baselines(cfgs) -> list[str]:
+    """Random weights of each trained backbone at the input size it was trained at (the like-for-like chance row),
+    random EfficientNet-B0 at its default 112 px, and dlib's pretrained ResNet."""
+    rows = [f"random-{c.model.backbone}@{c.data.image_size}" for c in cfgs]
+    return list(dict.fromkeys(rows + ["random-efficientnet_b0", "dlib-resnet"]))
+
+
 def recipe_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     names = [n.strip() for n in args.experiments.split(",") if n.strip()]
-    baselines = [n.strip() for n in args.baselines.split(",") if n.strip()]
     if args.minutes <= 0:
         print(f"error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
         return 2
@@ -90,6 +98,8 @@ def recipe_command(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    baselines = (default_baselines(cfgs.values()) if args.baselines is None
+                 else [n.strip() for n in args.baselines.split(",") if n.strip()])
 
     from fr_lib.recipe import run_recipe
     from fr_lib.train import TrainingDiverged
