@@ -179,9 +179,10 @@ def align_photos(photo_root, aligned_root, size: int = 112, device: str = "cpu",
     return summary
 
 
-def train_within_budget(cfg, minutes: float, split: RecipeSplit, resume: bool = True, progress: bool = True,
-                        max_epochs: int | None = None) -> dict:
-    """Measure speed, set train.epochs to what fits ``minutes``, train (fr_lib.train.train). A finished run (its
+def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: bool = True, progress: bool = True,
+                        max_epochs: int | None = None, epochs: int | None = None) -> dict:
+    """Measure speed, set train.epochs to what fits ``minutes`` (or to ``epochs`` exactly, which makes the run
+    independent of the machine's speed), train (fr_lib.train.train). A finished run (its
     last.pt already at the planned epoch count) is not retrained. Returns a record: name, planned epochs, measured
     speed, budget and achieved training seconds, checkpoint paths, last history row."""
     from fr_lib.checkpoint import load_checkpoint
@@ -194,8 +195,9 @@ def train_within_budget(cfg, minutes: float, split: RecipeSplit, resume: bool = 
     else:
         speed = measure_speed(cfg, len(split.train_classes), device=device, index=split.index,
                               samples=split.train)
-        epochs = plan_epochs(minutes, split.n_train, split.n_val + len(split.query) + len(split.distractors),
-                             speed, max_epochs=max_epochs)
+        if epochs is None:
+            epochs = plan_epochs(minutes, split.n_train, split.n_val + len(split.query) + len(split.distractors),
+                                 speed, max_epochs=max_epochs)
         plan = {"epochs": epochs, "minutes": minutes, "train_images_per_s": speed.train_images_per_s,
                 "eval_images_per_s": speed.eval_images_per_s, "device": device}
         plan_file.parent.mkdir(parents=True, exist_ok=True)
@@ -204,15 +206,16 @@ def train_within_budget(cfg, minutes: float, split: RecipeSplit, resume: bool = 
     last = Path(cfg.output_dir) / "last.pt"
     done = last.is_file() and load_checkpoint(last)["epoch"] >= plan["epochs"]
     print(f"{cfg.name}: {plan['train_images_per_s']:.1f} train / {plan['eval_images_per_s']:.1f} eval images/s "
-          f"measured on {plan['device']} -> {plan['epochs']} epoch(s) of {split.n_train} images in "
-          f"{minutes:g} min" + (" (already trained)" if done else ""), flush=True)
+          f"measured on {plan['device']} -> {plan['epochs']} epoch(s) of {split.n_train} images "
+          + (f"in {minutes:g} min" if minutes else "(fixed epoch count)") + (" (already trained)" if done else ""),
+          flush=True)
     t0 = time.perf_counter()
     if not done:
         train(cfg, resume=resume, progress=progress)
     seconds = time.perf_counter() - t0
     history = load_checkpoint(last)["metrics"]["history"]
     trained_s = sum(h.get("epoch_seconds", 0.0) for h in history if h["epoch"] > 0)
-    return {"name": cfg.name, **plan, "budget_s": 60.0 * minutes, "train_seconds": trained_s,
+    return {"name": cfg.name, **plan, "budget_s": 60.0 * minutes if minutes else None, "train_seconds": trained_s,
             "wall_seconds_this_run": seconds, "last_checkpoint": str(last),
             "best_checkpoint": str(Path(cfg.output_dir) / "best.pt"), "metrics_csv": str(Path(cfg.output_dir) /
                                                                                          "metrics.csv"),
@@ -275,12 +278,13 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
                baselines=DEFAULT_BASELINES, fprs=DEFAULT_FPRS, aligned_root=None, align_size: int = 112,
                align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = "last",
                pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None,
-               progress: bool = True) -> dict:
+               progress: bool = True, epochs: int | None = None) -> dict:
     """Run the whole recipe; returns a summary dict (also written to out_dir/summary.json).
 
     experiments: {name: experiment config}; their data section must agree on the split (the recipe sets the
         root; keep eval_identity_fraction / distractor_fraction / seed / filters the same for all).
-    minutes: training budget per experiment (the total is len(experiments) x minutes).
+    minutes: training budget per experiment (the total is len(experiments) x minutes); or None with ``epochs``:
+        that many epochs per experiment whatever the machine's speed (reproducible tables).
     work_dir: aligned crops (work_dir/aligned-<size>, unless aligned_root) and runs (work_dir/runs/<name>).
     baselines: names for fr_lib.embedders.resolve_embedder (random-<backbone>, dlib-resnet, ...); one that cannot
         be built here (dlib not installed, weights not downloadable) gets a visible 'skipped' entry.
@@ -358,7 +362,7 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
 
     # 3. train
     for name, cfg in cfgs.items():
-        rec = train_within_budget(cfg, minutes, split, progress=progress, max_epochs=max_epochs)
+        rec = train_within_budget(cfg, minutes, split, progress=progress, max_epochs=max_epochs, epochs=epochs)
         summary["experiments"][name] = rec
         try:
             _save_fig(plot_training_curves(rec["metrics_csv"], title=name), out_dir / f"training_{_safe(name)}.png")

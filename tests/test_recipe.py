@@ -139,6 +139,12 @@ def test_run_recipe_end_to_end(synth_root, tmp_path, monkeypatch):
     again = train_within_budget(cfg, 5.0, split, progress=False)
     assert again["epochs"] == 1 and last.stat().st_mtime_ns == mtime
 
+    # a fixed epoch count instead of a time budget: exactly that many epochs, no budget recorded
+    fixed = train_within_budget(cfg.replace(**{"train.output_dir": str(tmp_path / "fixed")}), None, split,
+                                progress=False, epochs=2)
+    assert fixed["epochs"] == 2 and fixed["budget_s"] is None
+    assert torch.load(tmp_path / "fixed" / "last.pt", weights_only=True)["epoch"] == 2
+
 
 def test_recipe_rejects_configs_that_split_differently(synth_root, tmp_path):
     cfgs = {"a": _tiny_cfg("ce-efficientnet"),
@@ -170,6 +176,10 @@ def test_recipe_cli_overrides_and_errors(tmp_path, capsys):
         experiment_configs(["ce-efficientnet"], ["arcface-efficientnet:loss.margin=0.3"])
     args = build_parser().parse_args(["recipe", str(tmp_path), "--minutes", "1", "--out", str(tmp_path / "o")])
     assert args.experiments == "ce-efficientnet,arcface-efficientnet" and args.func.__name__ == "recipe_command"
+    assert main(["recipe", str(tmp_path), "--out", str(tmp_path / "o")]) == 2                # neither
+    assert "one of --minutes" in capsys.readouterr().err
+    assert main(["recipe", str(tmp_path), "--minutes", "1", "--epochs", "3", "--out", str(tmp_path / "o")]) == 2
+    assert "one of --minutes" in capsys.readouterr().err
     assert main(["recipe", str(tmp_path / "missing"), "--minutes", "1", "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["recipe", str(tmp_path), "--minutes", "1", "--out", str(tmp_path / "o"),

@@ -21,7 +21,10 @@ def register(subparsers) -> None:
     p.add_argument("photo_root", help="photos in PHOTO_ROOT/<identity>/<photo> (raw photos: they are aligned first)")
     p.add_argument("--experiments", default="ce-efficientnet,arcface-efficientnet", metavar="A,B",
                    help="comma-separated config.EXPERIMENTS names (default: %(default)s)")
-    p.add_argument("--minutes", type=float, required=True, help="training budget per experiment, minutes")
+    p.add_argument("--minutes", type=float, help="training budget per experiment, minutes (the epoch count that fits "
+                                                  "is planned from a measured speed)")
+    p.add_argument("--epochs", type=int, help="instead of --minutes: exactly this many epochs per experiment, "
+                                              "whatever the machine's speed (reproducible tables)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training, alignment and evaluation)")
     p.add_argument("--out", required=True, metavar="DIR", help="tables, figures, pairs.txt, summary.json")
     p.add_argument("--work", metavar="DIR", help="aligned crops and training runs (default: OUT/work)")
@@ -80,8 +83,11 @@ def recipe_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     names = [n.strip() for n in args.experiments.split(",") if n.strip()]
-    if args.minutes <= 0:
-        print(f"error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
+    if (args.minutes is None) == (args.epochs is None):
+        print("error: give one of --minutes (a time budget) or --epochs (a fixed epoch count)", file=sys.stderr)
+        return 2
+    if (args.minutes is not None and args.minutes <= 0) or (args.epochs is not None and args.epochs < 1):
+        print(f"error: --minutes / --epochs must be > 0, got {args.minutes or args.epochs}", file=sys.stderr)
         return 2
     from fr_lib.device import resolve_device_name
 
@@ -109,7 +115,8 @@ def recipe_command(args: argparse.Namespace) -> int:
         run_recipe(args.photo_root, cfgs, args.minutes, args.out, work, device=args.device, baselines=baselines,
                    aligned_root=args.aligned, align_max_side=args.align_max_side, skip_align=args.already_aligned,
                    checkpoint=args.checkpoint,
-                   pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs, progress=not args.no_progress)
+                   pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs, progress=not args.no_progress,
+                   epochs=args.epochs)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
