@@ -5,8 +5,9 @@
 
 Each step is what fr_lib.train runs: backbone + neck -> criterion (CE over 1000 classes) -> backward -> AdamW.
 Prints images/s per (backbone, mode) and the ratio to the fp32 baseline of the same backbone. Synthetic inputs,
-so the data loader is not measured (see benchmarks/loader.py). On a CPU without bf16 units expect bf16 to be
-much slower than fp32 (measured ~18x on the build machine): fr_lib enables AMP on CUDA only.
+so the data loader is not measured (see benchmarks/input_pipeline.py). CPU bf16 depends on the CPU: DESIGN.md
+reports ~18x slower than fp32 on one without bf16 units; 0.97-1.93x was measured here (avx512_bf16). fr_lib enables
+AMP on CUDA only.
 """
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def extract_embeddings(model, dataset_or_loader, device: str = "cpu", flip: bool
 
     model maps (B, 3, H, W) -> (B, D). flip=True averages the embeddings of each image and its horizontal mirror,
     then re-normalises. Returns Embeddings with (N, D) float32 unit rows in dataset order. AMP (bf16 if supported,
-    else fp16) is used on CUDA only (bf16 on CPUs without bf16 instructions is ~18x slower).
+    else fp16) is used on CUDA only (CPU bf16 speed depends on the CPU's bf16 instructions: DESIGN.md reports ~18x
+    slower on one CPU, 0.97-1.93x of fp32 was measured on one with avx512_bf16).
     """
     import torch
     from torch.utils.data import DataLoader, RandomSampler

@@ -66,7 +66,8 @@ def _seed_everything(seed: int) -> None:
 
 
 def _autocast(device: torch.device, amp: str):
-    """bf16 / fp16 autocast on CUDA only (bf16 autocast on a CPU without bf16 units is ~18x slower)."""
+    """bf16 / fp16 autocast on CUDA only (CPU bf16 ranges from ~18x slower without bf16 units to ~1-2x faster
+    with avx512_bf16: benchmarks/train_step.py)."""
     if device.type != "cuda" or amp == "none":
         return nullcontext()
     if amp not in ("bf16", "fp16"):
