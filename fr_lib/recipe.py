@@ -179,6 +179,22 @@ def align_photos(photo_root, aligned_root, size: int = 112, device: str = "cpu",
     return summary
 
 
+# where and how a run executes, not what it trains: may change between a run and its resumption
+_RUN_PLACE_KEYS = {"train.device", "train.output_dir", "data.num_workers", "data.cache_dir"}
+
+
+def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every leaf that differs between two nested config dicts (_RUN_PLACE_KEYS aside)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b and f"{prefix}{key}" not in _RUN_PLACE_KEYS:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
 def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: bool = True, progress: bool = True,
                         max_epochs: int | None = None, epochs: int | None = None) -> dict:
     """Measure speed, set train.epochs to what fits ``minutes`` (or to ``epochs`` exactly, which makes the run
@@ -204,6 +220,11 @@ def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: 
         _write_text(plan_file, json.dumps(plan, indent=2) + "\n")
     cfg = cfg.replace(**{"train.epochs": int(plan["epochs"])})
     last = Path(cfg.output_dir) / "last.pt"
+    if last.is_file():   # reuse or resume only the very same run: a changed --set must not be silently ignored
+        changed = _config_differences(load_checkpoint(last)["config"], cfg.to_dict())
+        if changed:
+            raise ValueError(f"{cfg.output_dir} holds a run of {cfg.name} with another config ({'; '.join(changed)}"
+                             f"); use another --work folder, or delete that run folder to train again")
     done = last.is_file() and load_checkpoint(last)["epoch"] >= plan["epochs"]
     print(f"{cfg.name}: {plan['train_images_per_s']:.1f} train / {plan['eval_images_per_s']:.1f} eval images/s "
           f"measured on {plan['device']} -> {plan['epochs']} epoch(s) of {split.n_train} images "

@@ -139,6 +139,10 @@ def test_run_recipe_end_to_end(synth_root, tmp_path, monkeypatch):
     again = train_within_budget(cfg, 5.0, split, progress=False)
     assert again["epochs"] == 1 and last.stat().st_mtime_ns == mtime
 
+    # the same run folder with another config is refused, not silently reused
+    with pytest.raises(ValueError, match=r"another config \(optim.lr: .* -> 0.5\)"):
+        train_within_budget(cfg.replace(**{"optim.lr": 0.5}), 5.0, split, progress=False)
+
     # a fixed epoch count instead of a time budget: exactly that many epochs, no budget recorded
     fixed = train_within_budget(cfg.replace(**{"train.output_dir": str(tmp_path / "fixed")}), None, split,
                                 progress=False, epochs=2)
