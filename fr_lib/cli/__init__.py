@@ -26,6 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_training(fn, *args, **kwargs):
+    """Call a training entry point (fr_lib.train.train, fr_lib.recipe.run_recipe) the way the CLIs report it:
+    returns (result, None) on success, or (None, exit code) after printing the error: 1 for a diverged run
+    (TrainingDiverged: the last good checkpoint is kept), 2 for bad input (ValueError, FileNotFoundError)."""
+    from fr_lib.train import TrainingDiverged
+
+    try:
+        return fn(*args, **kwargs), None
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 1
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

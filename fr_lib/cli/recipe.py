@@ -107,20 +107,13 @@ def recipe_command(args: argparse.Namespace) -> int:
     baselines = (default_baselines(cfgs.values()) if args.baselines is None
                  else [n.strip() for n in args.baselines.split(",") if n.strip()])
 
+    from fr_lib.cli import run_training
     from fr_lib.recipe import run_recipe
-    from fr_lib.train import TrainingDiverged
 
     work = Path(args.work) if args.work else Path(args.out) / "work"
-    try:
-        run_recipe(args.photo_root, cfgs, args.minutes, args.out, work, device=args.device, baselines=baselines,
-                   aligned_root=args.aligned, align_max_side=args.align_max_side, skip_align=args.already_aligned,
-                   checkpoint=args.checkpoint,
-                   pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs, progress=not args.no_progress,
-                   epochs=args.epochs)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    _, failed = run_training(
+        run_recipe, args.photo_root, cfgs, args.minutes, args.out, work, device=args.device, baselines=baselines,
+        aligned_root=args.aligned, align_max_side=args.align_max_side, skip_align=args.already_aligned,
+        checkpoint=args.checkpoint, pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs,
+        progress=not args.no_progress, epochs=args.epochs)
+    return failed or 0

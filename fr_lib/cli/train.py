@@ -51,18 +51,14 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 
-    from fr_lib.train import TrainingDiverged, train
+    from fr_lib.cli import run_training
+    from fr_lib.train import train
 
     print(f"training {cfg.name} ({cfg.model.backbone} / {cfg.loss.name}, preset {args.preset}) on {cfg.data.root} "
           f"-> {cfg.output_dir}")
-    try:
-        summary = train(cfg, resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary, failed = run_training(train, cfg, resume=args.resume, progress=not args.no_progress)
+    if failed:
+        return failed
     if summary["rank"] == 0:
         print(f"done: {summary['epochs_run']} epoch(s); best epoch {summary['best_epoch']} -> "
               f"{summary['best_checkpoint']}; metrics in {summary['output_dir'] / 'metrics.csv'}")
