@@ -15,6 +15,29 @@ import numpy as np
 import torch
 
 
+_MISSING = object()
+
+
+def config_differences(old: dict, new: dict, ignore=frozenset()) -> list[str]:
+    """'key: old -> new' for every leaf that differs between two nested config dicts (ExperimentConfig.to_dict(),
+    e.g. a checkpoint's 'config' against the config about to run); dotted keys in ``ignore`` are not compared, a key
+    present on one side only is a difference. Values are compared as JSON would store them (tuples = lists)."""
+    import json
+
+    def walk(a: dict, b: dict, prefix: str) -> list[str]:
+        out = []
+        for key in sorted(set(a) | set(b)):
+            x, y, dotted = a.get(key, _MISSING), b.get(key, _MISSING), f"{prefix}{key}"
+            if isinstance(x, dict) and isinstance(y, dict):
+                out += walk(x, y, dotted + ".")
+            elif x != y and dotted not in ignore:
+                out.append(f"{dotted}: {'(absent)' if x is _MISSING else repr(x)} -> "
+                           f"{'(absent)' if y is _MISSING else repr(y)}")
+        return out
+
+    return walk(json.loads(json.dumps(old)), json.loads(json.dumps(new)), "")
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` with torch.save to a temporary file beside ``path``, fsync it, then os.replace: a reader
     (or a resumed run after a crash) sees the old file or the new one, never half of one."""

@@ -105,26 +105,22 @@ def held_out_split(data_cfg):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _comparable(config: dict) -> dict:
-    """A config dict without the fields that do not change the trained model (device, loader workers)."""
-    config = json.loads(json.dumps(config))
-    config.get("train", {}).pop("device", None)
-    config.get("data", {}).pop("num_workers", None)
-    return config
+# fields that do not change the trained model: a run differing only there is the same run
+_RUN_INDEPENDENT_KEYS = frozenset({"train.device", "data.num_workers"})
 
 
 def run_state(cfg) -> tuple[str, dict | None]:
     """State of cfg's run folder: 'absent' (no last.pt), 'finished' (same config, all epochs done), 'partial'
     (same config, fewer epochs: resumable), 'demo-other' (made by fr demo with another config: replaceable) or
     'foreign' (another config, not made by fr demo: left alone). Returns (state, last.pt's 'metrics')."""
-    from fr_lib.checkpoint import load_checkpoint
+    from fr_lib.checkpoint import config_differences, load_checkpoint
 
     out = Path(cfg.output_dir)
     last = out / "last.pt"
     if not last.is_file():
         return "absent", None
     ckpt = load_checkpoint(last)
-    if _comparable(ckpt.get("config", {})) != _comparable(cfg.to_dict()):
+    if config_differences(ckpt.get("config", {}), cfg.to_dict(), ignore=_RUN_INDEPENDENT_KEYS):
         return ("demo-other" if (out / DEMO_MARKER).is_file() else "foreign"), ckpt.get("metrics")
     done = int(ckpt.get("epoch", 0)) >= cfg.train.epochs or ckpt.get("stopped_early", False)
     return ("finished" if done and (out / "best.pt").is_file() else "partial"), ckpt.get("metrics")

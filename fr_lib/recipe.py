@@ -180,19 +180,7 @@ def align_photos(photo_root, aligned_root, size: int = 112, device: str = "cpu",
 
 
 # where and how a run executes, not what it trains: may change between a run and its resumption
-_RUN_PLACE_KEYS = {"train.device", "train.output_dir", "data.num_workers", "data.cache_dir"}
-
-
-def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every leaf that differs between two nested config dicts (_RUN_PLACE_KEYS aside)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" not in _RUN_PLACE_KEYS:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
+_RUN_PLACE_KEYS = frozenset({"train.device", "train.output_dir", "data.num_workers", "data.cache_dir"})
 
 
 def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: bool = True, progress: bool = True,
@@ -201,7 +189,7 @@ def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: 
     independent of the machine's speed), train (fr_lib.train.train). A finished run (its
     last.pt already at the planned epoch count) is not retrained. Returns a record: name, planned epochs, measured
     speed, budget and achieved training seconds, checkpoint paths, last history row."""
-    from fr_lib.checkpoint import load_checkpoint
+    from fr_lib.checkpoint import config_differences, load_checkpoint
     from fr_lib.train import resolve_device, train
 
     device = str(resolve_device(cfg.train.device))
@@ -221,7 +209,7 @@ def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: 
     cfg = cfg.replace(**{"train.epochs": int(plan["epochs"])})
     last = Path(cfg.output_dir) / "last.pt"
     if last.is_file():   # reuse or resume only the very same run: a changed --set must not be silently ignored
-        changed = _config_differences(load_checkpoint(last)["config"], cfg.to_dict())
+        changed = config_differences(load_checkpoint(last)["config"], cfg.to_dict(), ignore=_RUN_PLACE_KEYS)
         if changed:
             raise ValueError(f"{cfg.output_dir} holds a run of {cfg.name} with another config ({'; '.join(changed)}"
                              f"); use another --work folder, or delete that run folder to train again")

@@ -163,3 +163,16 @@ def test_early_stopping_stops_after_patience_epochs_without_val_improvement(synt
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
     csv = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(csv) == 1 + 4
+
+
+def test_config_differences_names_each_changed_leaf():
+    from fr_lib.checkpoint import config_differences
+
+    old = config.get_experiment("ce-efficientnet", "tiny").to_dict()
+    assert config_differences(old, old) == []
+    new = config.get_experiment("ce-efficientnet", "tiny", **{"optim.lr": 0.5, "train.device": "cpu"}).to_dict()
+    assert config_differences(old, new) == [f"optim.lr: {old['optim']['lr']!r} -> 0.5", "train.device: 'auto' -> 'cpu'"]
+    assert config_differences(old, new, ignore={"train.device"}) == [f"optim.lr: {old['optim']['lr']!r} -> 0.5"]
+    older = {**old, "data": {k: v for k, v in old["data"].items() if k != "batch_augment"}}   # a field added later
+    assert config_differences(older, old) == ["data.batch_augment: (absent) -> False"]
+    assert config_differences({"a": (1, 2)}, {"a": [1, 2]}) == []                            # as JSON stores it
