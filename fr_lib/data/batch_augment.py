@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fr_lib.data.transforms import NORMALIZATIONS
+from fr_lib.data.transforms import CROP_RATIO, CROP_SCALE, JITTER, NORMALIZATIONS
 
 
 class BatchAugment(nn.Module):
@@ -29,9 +29,9 @@ class BatchAugment(nn.Module):
         self.image_size = int(image_size)
         self.augment = augment
         self.ops = nn.Sequential(
-            K.RandomResizedCrop((image_size, image_size), scale=(0.85, 1.0), ratio=(0.95, 1.05)),
+            K.RandomResizedCrop((image_size, image_size), scale=CROP_SCALE, ratio=CROP_RATIO),
             K.RandomHorizontalFlip(),
-            K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, p=1.0),
+            K.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, p=1.0),
         ) if augment else None
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)

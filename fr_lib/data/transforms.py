@@ -18,6 +18,12 @@ NORMALIZATIONS = {
 }
 
 
+# training augmentation, shared by build_transforms (per image) and fr_lib.data.batch_augment (per batch)
+CROP_SCALE = (0.85, 1.0)        # random resized crop: keeps aligned crops aligned
+CROP_RATIO = (0.95, 1.05)
+JITTER = 0.2                    # colour jitter: brightness, contrast and saturation
+
+
 def build_transforms(normalization: str, image_size: int, train: bool, augment: bool = True) -> v2.Compose:
     """Eval: resize to image_size x image_size, scale to [0, 1], normalise.
     Train (with ``augment``): small random crop/scale (scale 0.85-1, aspect 0.95-1.05, keeps aligned crops
@@ -27,9 +33,9 @@ def build_transforms(normalization: str, image_size: int, train: bool, augment: 
     mean, std = NORMALIZATIONS[normalization]
     ops = [v2.ToImage()]
     if train and augment:
-        ops += [v2.RandomResizedCrop(image_size, scale=(0.85, 1.0), ratio=(0.95, 1.05), antialias=True),
+        ops += [v2.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
                 v2.RandomHorizontalFlip(),
-                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+                v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER)]
     else:
         ops += [v2.Resize((image_size, image_size), antialias=True)]
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
