@@ -36,16 +36,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from fr_lib.align import align_folder
-
     from fr_lib.device import resolve_device_name
 
     try:
-        args.device = resolve_device_name(args.device)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        summary = align_folder(args.src, args.dst, size=args.size, mode=args.mode, device=args.device,
+        summary = align_folder(args.src, args.dst, size=args.size, mode=args.mode,
+                               device=resolve_device_name(args.device),
                                batch_size=args.batch_size, workers=args.workers, policy=args.policy,
                                min_face_size=args.min_face_size, max_side=args.max_side, progress=not args.quiet)
     except ValueError as e:

@@ -78,12 +78,11 @@ def demo_command(args: argparse.Namespace) -> int:
 def _run(args) -> int:
     import config
     from fr_lib import demo
+    from fr_lib.device import resolve_device_name
     from fr_lib.embedders import resolve_embedder
     from fr_lib.report import _atomic_write
 
     t_start = time.perf_counter()
-    from fr_lib.device import resolve_device_name
-
     device = resolve_device_name(args.device)      # DeviceUnavailable is a ValueError: exit code 2
     preset = args.preset or ("full" if device.startswith("cuda") else "demo")
     out = Path(args.out) if args.out else config.ID_RATE_DIR
