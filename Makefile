@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The torch build installed first; pip takes it from the local disk where it lies there (see DEVELOPERS.md).
+# The torch build installed first (a range that admits it is in pyproject.toml).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev,notebooks,dlib
 

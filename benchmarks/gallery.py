@@ -1,4 +1,4 @@
-"""Identify latency of fr_lib.gallery for 1k / 10k / 100k enrolled faces, against two named baselines.
+"""Identify latency of fr_lib.recognition.gallery for 1k / 10k / 100k enrolled faces, against two named baselines.
 
     python benchmarks/gallery.py [--sizes 1000 10000 100000] [--embedding-size 512] [--queries 20]
 
@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fr_lib.gallery import Gallery  # noqa: E402
+from fr_lib.recognition.gallery import Gallery  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:

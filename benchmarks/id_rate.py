@@ -1,4 +1,4 @@
-"""Benchmark fr_lib.metrics.identification_rate against the bare similarity product and the naive method.
+"""Benchmark fr_lib.evaluation.metrics.identification_rate against the bare similarity product and the naive method.
 
     python benchmarks/id_rate.py                        # 10,000 queries x 100,000 distractors, 512-d (10^9 negatives)
     python benchmarks/id_rate.py --naive-distractors 100000   # naive all-pairs at full size too (~10 GB RAM)
@@ -40,7 +40,7 @@ def make_data(n_query: int, n_distractors: int, dim: int, images_per_identity: i
 
 def bare(q, labels, d, chunk_size):
     """The same blocks as identification_rate's pass (same generator, same output buffer), products only."""
-    from fr_lib.metrics.idrate import _similarity_blocks, l2_normalise
+    from fr_lib.evaluation.metrics.idrate import _similarity_blocks, l2_normalise
     q, d = l2_normalise(q), l2_normalise(d)
     for _ in _similarity_blocks(q, labels, d, chunk_size, "cpu", negatives_only=False):
         pass
@@ -50,20 +50,20 @@ def bare_threads(q, labels, d, chunk_size):
     """The same blocks, split over one worker thread per core with single-threaded BLAS (ours' CPU scheme)."""
     import os
 
-    from fr_lib.metrics.idrate import _run_pass, l2_normalise
+    from fr_lib.evaluation.metrics.idrate import _run_pass, l2_normalise
     q, d = l2_normalise(q), l2_normalise(d)
     _run_pass(q, labels, d, chunk_size, "cpu", np.zeros(0, np.intp), False, os.cpu_count(), 0, negatives_only=False)
 
 
 def ours(q, labels, d, chunk_size):
-    from fr_lib.metrics import identification_rate
+    from fr_lib.evaluation.metrics import identification_rate
     r = identification_rate(q, labels, d, FPRS, chunk_size=chunk_size)
     return {"thresholds": r.thresholds.tolist(), "tprs": r.tprs.tolist(), "roc_auc": r.roc_auc,
             "roc_auc_max_error": r.roc_auc_max_error, "n_passes": r.n_passes, "n_negatives": r.n_negatives}
 
 
 def naive(q, labels, d, chunk_size):
-    from fr_lib.metrics.idrate import l2_normalise
+    from fr_lib.evaluation.metrics.idrate import l2_normalise
     q, d = l2_normalise(q), l2_normalise(d)
     s = q @ q.T
     i, j = np.triu_indices(len(q), 1)

@@ -1,4 +1,4 @@
-"""Does the training input pipeline keep the accelerator busy? Images/s delivered by fr_lib.train's own loader
+"""Does the training input pipeline keep the accelerator busy? Images/s delivered by fr_lib.training.loop's own loader
 (packed uint8 cache or JPEG decoding, training augmentation, N DataLoader workers, pinned memory) beside the
 images/s of one bf16 training step on the same device (the baseline, from benchmarks/train_step.py).
 
@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def loader_rate(data_cfg, workers: int, device: str, max_batches: int) -> float:
-    """Images/s of fr_lib.train's input side: loader batches moved to ``device`` (+ BatchAugment there when
+    """Images/s of fr_lib.training.loop's input side: loader batches moved to ``device`` (+ BatchAugment there when
     data_cfg.batch_augment), as the training loop does before the forward pass."""
     import torch
 
     from fr_lib.data import build_batch_sampler
     from fr_lib.data.batch_augment import BatchAugment
-    from fr_lib.train_data import build_training_data, make_loader
+    from fr_lib.training.data import build_training_data, make_loader
 
     data = build_training_data(data_cfg, "imagenet")
     sampler = build_batch_sampler(data.train.targets, data_cfg.batch_size, 0, 0)
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
         if root is None:
-            from fr_lib.synth import generate_dataset
+            from fr_lib.data.synth import generate_dataset
 
             root = str(Path(tmp) / "synth")
             generate_dataset(root, identities=args.identities, images_per_identity=args.images_per_identity,

@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     from torchvision import transforms as T
 
     from fr_lib.data import NORMALIZATIONS, PackedFaces, build_transforms, pack_folder, scan_folder
-    from fr_lib.synth import generate_dataset
+    from fr_lib.data.synth import generate_dataset
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="fr-loader-bench-"))

@@ -3,10 +3,10 @@
     python benchmarks/train_step.py                       # CPU here: efficientnet_b0 @ 112 px, inception_resnet_v1 @ 160 px
     python benchmarks/train_step.py --device cuda --batch-size 256 --steps 20 --modes fp32,channels_last,bf16,compile
 
-Each step is what fr_lib.train runs: backbone + neck -> criterion (CE over 1000 classes) -> backward -> AdamW.
+Each step is what fr_lib.training.loop runs: backbone + neck -> criterion (CE over 1000 classes) -> backward -> AdamW.
 Prints images/s per (backbone, mode) and the ratio to the fp32 baseline of the same backbone. Synthetic inputs,
-so the data loader is not measured (see benchmarks/input_pipeline.py). CPU bf16 depends on the CPU: DESIGN.md
-reports ~18x slower than fp32 on one without bf16 units; 0.97-1.93x was measured here (avx512_bf16). fr_lib enables
+so the data loader is not measured (see benchmarks/input_pipeline.py). CPU bf16 depends on the CPU: see
+docs/pitfalls.md. fr_lib enables
 AMP on CUDA only.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import nullcontext
 import torch
 
 from fr_lib.losses import build_criterion
-from fr_lib.train import TrainStep
+from fr_lib.training.loop import TrainStep
 from models_definition import build_backbone
 
 MODES = ("fp32", "channels_last", "bf16")   # also "compile": bf16 + channels_last + torch.compile (not default:

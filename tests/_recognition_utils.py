@@ -15,7 +15,7 @@ def tiny_pipeline(embedding_size: int = 16, seed: int = 0, model_name: str = "ti
     """A FacePipeline over a small random conv net (weights from ``seed``; nothing downloaded)."""
     import torch
 
-    from fr_lib.pipeline import FacePipeline
+    from fr_lib.recognition.pipeline import FacePipeline
 
     class TinyEmbedder(torch.nn.Module):
         def __init__(self):
@@ -101,9 +101,9 @@ def trained_experiment(synth_root, runs_dir) -> dict:
         return _TRAINED[key]
     import config
     from fr_lib.cli.eval import write_threshold
-    from fr_lib.metrics import identification_rate
-    from fr_lib.pipeline import FacePipeline
-    from fr_lib.train import train
+    from fr_lib.evaluation.metrics import identification_rate
+    from fr_lib.recognition.pipeline import FacePipeline
+    from fr_lib.training.loop import train
 
     ids = sorted(p.name for p in synth_root.iterdir() if p.is_dir())
     train_root = runs_dir.parent / "train_root"

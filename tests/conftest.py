@@ -3,8 +3,12 @@ per test session into a temporary folder; the index cache of the session goes to
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
+
+# Shared helpers (tests/_recognition_utils.py) import by name from every test folder.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,7 +27,7 @@ def _index_cache_in_tmp(tmp_path_factory):
 def synth_root(tmp_path_factory):
     """Path to OUT/<id_NNNNN>/<NNNN>.jpg: 16 identities x 10 images, 112 x 112 RGB JPEG, seed 0 (read-only: copy
     it before modifying)."""
-    from fr_lib.synth import generate_dataset
+    from fr_lib.data.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("synth") / "synth-16x10"
     generate_dataset(root, identities=16, images_per_identity=10, size=112, seed=0, workers=0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import config
-from fr_lib.checkpoint import load_checkpoint
+from fr_lib.training.checkpoint import load_checkpoint
 from fr_lib.losses import build_criterion
-from fr_lib.train import TrainStep, _autocast, train
+from fr_lib.training.loop import TrainStep, _autocast, train
 from models_definition import build_backbone
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
@@ -100,7 +100,7 @@ def test_training_on_cuda_with_amp_channels_last_and_resume(amp, synth_root, tmp
 
 
 def test_identification_rate_cuda_pass_equals_numpy_pass():
-    from fr_lib.metrics import identification_rate
+    from fr_lib.evaluation.metrics import identification_rate
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 64))
@@ -120,7 +120,7 @@ def test_identification_rate_cuda_pass_equals_numpy_pass():
 def test_extract_embeddings_on_cuda_matches_cpu(synth_root):
     from fr_lib.data import FaceFolder
     from fr_lib.data.transforms import build_transforms
-    from fr_lib.embed import extract_embeddings
+    from fr_lib.evaluation.embed import extract_embeddings
 
     torch.manual_seed(0)
     model = build_backbone("efficientnet_b0", embedding_size=64).eval()

@@ -63,7 +63,7 @@ def test_training_notebook_runs_on_the_tiny_preset(folder, synth_root, runs_dir,
 def test_id_rate_notebook_compares_runs_and_baselines(synth_root, runs_dir, tmp_path):
     if not (runs_dir / "ce-efficientnet" / "best.pt").is_file():   # run alone (-k): train one tiny run here
         import config
-        from fr_lib.train import train
+        from fr_lib.training.loop import train
         train(config.get_experiment("ce-efficientnet", "tiny", **TINY, **{
             "data.root": str(synth_root), "train.device": "cpu",
             "train.output_dir": str(runs_dir / "ce-efficientnet")}), progress=False)

@@ -28,12 +28,12 @@ from fr_lib.align.detect import build_detector, detect_faces
 from fr_lib.align.image import IMAGE_EXTENSIONS, read_rgb
 from fr_lib.align.policy import FACE_TOO_SMALL, NO_FACE, POLICIES, SEVERAL_FACES, UNREADABLE, select_face
 from fr_lib.align.transform import ALIGN_MODES, align_face, crop_face
+from fr_lib.io import atomic_write, is_temp_file
 
 SKIPPED_CSV = "skipped.csv"
 SKIP_LOG = ".fr_align_skipped.csv"   # append-only manifest of skipped photos (the resume state)
 LOCK_FILE = ".fr_align.lock"          # held (flock) while a run writes DST
 SETTINGS = ".fr_align.json"          # settings of the run that made DST; a rerun must use the same
-TMP_SUFFIX = ".fr-tmp"
 CHUNK_BYTES = 256 * 2**20  # decoded photos per chunk; about three chunks are in memory at once
 OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")  # kept as they are; other formats are written as .png (lossless)
 
@@ -94,11 +94,6 @@ def _scan(root: Path) -> tuple[list[str], set[str]]:
     return sorted(images), others
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _read_skip_log(path: Path) -> dict[str, tuple[str, str]]:
@@ -125,7 +120,7 @@ def _check_settings(dst: Path, settings: dict) -> None:
             raise ValueError(f"{dst} holds crops made with {previous}, not {settings}: "
                              "use another DST folder (or delete this one) to change the alignment settings")
     else:
-        _atomic_write_bytes(path, json.dumps(settings, indent=1).encode())
+        atomic_write(path, json.dumps(settings, indent=1))
 
 
 def _write_skipped_csv(path: Path, skip_log: dict[str, tuple[str, str]], present: set[str]) -> list[tuple]:
@@ -136,7 +131,7 @@ def _write_skipped_csv(path: Path, skip_log: dict[str, tuple[str, str]], present
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "reason", "detail"])
     writer.writerows(rows)
-    _atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    atomic_write(path, buffer.getvalue())
     return rows
 
 
@@ -213,7 +208,7 @@ def _align_locked(src: Path, dst: Path, files: list[str], start: float, size, mo
     outputs = _output_names(files)
     existing, others = _scan(dst)
     for rel in others:  # temporary files of a killed run: never complete, delete
-        if rel.endswith(TMP_SUFFIX):
+        if is_temp_file(rel):
             (dst / rel).unlink(missing_ok=True)
     existing = set(existing)
     log_path = dst / SKIP_LOG
@@ -247,7 +242,7 @@ def _align_locked(src: Path, dst: Path, files: list[str], start: float, size, mo
             return rel, str(e)
         out = dst / outputs[rel]
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(out, _encode(crop, out.suffix, quality))  # disk errors do stop the run
+        atomic_write(out, _encode(crop, out.suffix, quality))  # disk errors do stop the run
         return rel, None
 
     from tqdm.auto import tqdm  # here, not at import: tqdm.auto warns in notebooks without ipywidgets

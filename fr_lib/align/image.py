@@ -1,8 +1,8 @@
 """Turn whatever a photo arrives as (a file, a PIL image of any mode, a numpy array) into the one thing MTCNN and
 the aligner accept: a contiguous ``(H, W, 3)`` uint8 RGB array.
 
-MTCNN raises deep inside torch on greyscale and RGBA input, and on numpy input it needs cv2 (see DESIGN.md,
-"Pitfalls"), so every entry point of :mod:`fr_lib.align` goes through :func:`to_rgb_array` first.
+MTCNN raises deep inside torch on greyscale and RGBA input, and on numpy input it needs cv2 (see
+docs/pitfalls.md), so every entry point of :mod:`fr_lib.align` goes through :func:`to_rgb_array` first.
 """
 from __future__ import annotations
 

@@ -27,10 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_training(fn, *args, **kwargs):
-    """Call a training entry point (fr_lib.train.train, fr_lib.recipe.run_recipe) the way the CLIs report it:
+    """Call a training entry point (fr_lib.training.loop.train, fr_lib.workflows.recipe.run_recipe) the way the CLIs report it:
     returns (result, None) on success, or (None, exit code) after printing the error: 1 for a diverged run
     (TrainingDiverged: the last good checkpoint is kept), 2 for bad input (ValueError, FileNotFoundError)."""
-    from fr_lib.train import TrainingDiverged
+    from fr_lib.training.loop import TrainingDiverged
 
     try:
         return fn(*args, **kwargs), None

@@ -76,7 +76,7 @@ def resolve_device(name: str) -> str:
 
 def load_pipeline(args):
     """FacePipeline of --experiment / --checkpoint on --device -> (pipeline, threshold, threshold source)."""
-    from fr_lib.pipeline import FacePipeline
+    from fr_lib.recognition.pipeline import FacePipeline
 
     checkpoint = resolve_checkpoint(args)
     threshold, source = resolve_threshold(args, checkpoint)
@@ -85,9 +85,9 @@ def load_pipeline(args):
 
 def run_cli(handler, args) -> int:
     """Call handler(args); user errors (CliError, bad input) -> message on stderr and exit status 2."""
-    from fr_lib.gallery import GalleryError
-    from fr_lib.pipeline import FaceCountError, ImageLoadError
-    from fr_lib.recognize import SourceError
+    from fr_lib.recognition.gallery import GalleryError
+    from fr_lib.recognition.pipeline import FaceCountError, ImageLoadError
+    from fr_lib.recognition.video import SourceError
 
     try:
         return handler(args)
@@ -110,7 +110,7 @@ def register(subparsers) -> None:
 
 
 def _face(pipeline, path: Path, args):
-    from fr_lib.pipeline import FaceCountError
+    from fr_lib.recognition.pipeline import FaceCountError
 
     if args.aligned:
         return pipeline.embed_faces(path, policy="aligned")[0]

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def synth_command(args: argparse.Namespace) -> int:
-    from fr_lib.synth import generate_dataset
+    from fr_lib.data.synth import generate_dataset
 
     try:
         r = generate_dataset(args.out, args.identities, args.images_per_identity, size=args.size, seed=args.seed,

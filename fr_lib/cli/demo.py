@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from fr_lib.io import atomic_write
 
 MATRIX = ("ce-efficientnet", "ce-inceptionresnetv1-1292", "triplet-efficientnet", "arcface-efficientnet")
 RANDOM_BASELINE = "random-inception_resnet_v1"
@@ -77,10 +78,9 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def _run(args) -> int:
     import config
-    from fr_lib import demo
+    from fr_lib.workflows import demo
     from fr_lib.device import resolve_device_name
-    from fr_lib.embedders import resolve_embedder
-    from fr_lib.report import _atomic_write
+    from fr_lib.embedders.resolve import resolve_embedder
 
     t_start = time.perf_counter()
     device = resolve_device_name(args.device)      # DeviceUnavailable is a ValueError: exit code 2
@@ -153,7 +153,7 @@ def _run(args) -> int:
         notes[name] = f"{meta['kind']} baseline at {size or meta['image_size']} px"
     results = demo.identification_rates(embeddings)
     paths = demo.write_report(results, embeddings, out, notes=notes, training=training)
-    _atomic_write(out / "training.md", demo.training_table(training))
+    atomic_write(out / "training.md", demo.training_table(training))
 
     # 4. show
     table = (out / "table.md").read_text()
@@ -194,7 +194,7 @@ def _table_only(markdown: str) -> str:
 
 def _dlib_available() -> bool:
     try:
-        from fr_lib.baselines.dlib_resnet import dlib_available
+        from fr_lib.embedders.dlib_resnet import dlib_available
     except ImportError:
         return False
     return dlib_available()

@@ -9,12 +9,12 @@ An experiment is evaluated on the identities its training run held out (the open
 checkpoint's config, on --data ROOT if given, else on the run's own data root), or on --query / --distractors
 folders. Besides experiment names: ``random-<backbone>`` (randomly initialised, seed 0: the chance-level row),
 ``facenet-vggface2`` / ``facenet-casia-webface`` (pretrained; skipped with a reason when offline), ``dlib-resnet``
-and checkpoint paths (fr_lib.embedders.resolve_embedder).
+and checkpoint paths (fr_lib.embedders.resolve.resolve_embedder).
 After each experiment the cosine threshold at FPR = 0.01 is written to runs/<name>/threshold.json (used by
 ``fr compare`` and ``fr recognize``). Writes table.md, table.csv, table.html, results.json, roc_curves.png and
 similarity_distributions.png under --out.
 With --pairs (an LFW View-2 pairs file whose names resolve under --data, e.g. LFW itself or one written by
-fr_lib.pairs.write_lfw_pairs): 10-fold verification accuracy, EER and ROC-AUC per model instead, written to
+fr_lib.data.lfw_pairs.write_lfw_pairs): 10-fold verification accuracy, EER and ROC-AUC per model instead, written to
 verification.md, verification.csv and verification.json under --out.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from fr_lib.io import atomic_write, save_figure
 
 DEFAULT_FPRS = "0.5,0.25,0.1,0.05,0.01,0.005,0.001"
 THRESHOLD_FPR = 0.01
@@ -113,10 +114,10 @@ def load_embeddings_npz(path: str | Path):
 # ------------------------------------------------------------------------------------------- experiments
 def _model_for(name: str, device: str):
     """(model, image_size, normalization, checkpoint path or None, data config dict or None) through
-    fr_lib.embedders.resolve_embedder: registered experiments, checkpoint paths, random-<backbone>,
+    fr_lib.embedders.resolve.resolve_embedder: registered experiments, checkpoint paths, random-<backbone>,
     facenet-vggface2 / facenet-casia-webface, dlib-resnet."""
     import config
-    from fr_lib.embedders import resolve_embedder
+    from fr_lib.embedders.resolve import resolve_embedder
 
     def checkpoint_for(n):
         return config.get_experiment(n).checkpoint   # KeyError (a LookupError) for names that are not experiments
@@ -154,7 +155,7 @@ def _embed_experiment(name: str, args, device: str, out: Path, first_data_cfg):
     import numpy as np
 
     from fr_lib.data import FaceFolder, build_transforms
-    from fr_lib.embed import checkpoint_fingerprint, extract_embeddings
+    from fr_lib.evaluation.embed import checkpoint_fingerprint, extract_embeddings
 
     model, image_size, normalization, ckpt, data_cfg = _model_for(name, device)
     parts = _split_samples(args, data_cfg or first_data_cfg)
@@ -181,12 +182,11 @@ def _embed_experiment(name: str, args, device: str, out: Path, first_data_cfg):
 
 def write_threshold(checkpoint: Path, result, embedding_size: int, data: str) -> Path:
     """runs/<name>/threshold.json: the cosine threshold at FPR = 0.01 (strict '>' means same identity)."""
-    from fr_lib.report import _atomic_write
     k = [float(f) for f in result.fprs].index(THRESHOLD_FPR)
     info = {"fpr": THRESHOLD_FPR, "threshold": float(result.thresholds[k]), "tpr": float(result.tprs[k]),
             "embedding_size": int(embedding_size), "n_positives": result.n_positives,
             "n_negatives": result.n_negatives, "evaluated_on": data, "rule": "same identity if cosine > threshold"}
-    return _atomic_write(checkpoint.parent / "threshold.json", json.dumps(info, indent=2) + "\n")
+    return atomic_write(checkpoint.parent / "threshold.json", json.dumps(info, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -202,9 +202,9 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def _run_pairs(args) -> int:
-    """--pairs: LFW protocol (fr_lib.pair_verification) for every model of --experiments."""
-    from fr_lib.pair_verification import verification_markdown, verify_pairs
-    from fr_lib.report import _atomic_write, comparison_table, to_csv
+    """--pairs: LFW protocol (fr_lib.evaluation.pair_verification) for every model of --experiments."""
+    from fr_lib.evaluation.pair_verification import verification_markdown, verify_pairs
+    from fr_lib.evaluation.report import comparison_table, to_csv
 
     if not args.experiments:
         raise EvalError("--pairs needs --experiments (models to embed the pair images with)")
@@ -241,9 +241,9 @@ def _run_pairs(args) -> int:
         raise EvalError(f"every model was skipped: {summary}")
     df = comparison_table(rows)
     md = verification_markdown(df)
-    _atomic_write(out / "verification.md", md)
+    atomic_write(out / "verification.md", md)
     to_csv(df, out / "verification.csv")
-    _atomic_write(out / "verification.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "verification.json", json.dumps(summary, indent=2) + "\n")
     print(md)
     print(f"wrote verification.md, verification.csv, verification.json to {out}")
     return 0
@@ -256,11 +256,10 @@ def _safe_name(name: str) -> str:
 def _run(args) -> int:
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from fr_lib.metrics import identification_rate
-    from fr_lib.plots import plot_roc, plot_similarity_distributions
-    from fr_lib.report import _atomic_write, comparison_table, to_markdown, write_table
+    from fr_lib.evaluation.metrics import identification_rate
+    from fr_lib.evaluation.plots import plot_roc, plot_similarity_distributions
+    from fr_lib.evaluation.report import comparison_table, to_markdown, write_table
 
     if args.pairs:
         return _run_pairs(args)
@@ -322,13 +321,10 @@ def _run(args) -> int:
     summary.update({name: {"skipped": reason} for name, reason in skipped.items()})
     df = comparison_table(results)
     write_table(df, out)
-    _atomic_write(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "results.json", json.dumps(summary, indent=2) + "\n")
     for fig, fname in ((plot_roc(results), "roc_curves.png"),
                        (plot_similarity_distributions(embeddings), "similarity_distributions.png")):
-        tmp = out / f".{fname}.tmp.png"
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        tmp.replace(out / fname)
+        save_figure(fig, out / fname)
     print(to_markdown(df))
     print(f"wrote table.md, table.csv, table.html, results.json, roc_curves.png, similarity_distributions.png "
           f"to {out}")

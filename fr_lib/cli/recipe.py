@@ -4,7 +4,7 @@
 
 align -> identity-disjoint split -> train each experiment for the stated minutes -> evaluate beside random weights
 and dlib-resnet (when installed) -> table, ROC curves, similarity distributions, pairs.txt + verification table
-(fr_lib.recipe). The experiments start from config.EXPERIMENTS with the 'small' preset (config.PRESETS['small'] and
+(fr_lib.workflows.recipe). The experiments start from config.EXPERIMENTS with the 'small' preset (config.PRESETS['small'] and
 config.SMALL_OVERRIDES: sized for a few thousand photos of ~100 identities on a CPU); --set changes any config field
 for every experiment.
 """
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    help="photos larger than this are downscaled for face detection only, px (default %(default)s)")
     p.add_argument("--already-aligned", action="store_true", help="PHOTO_ROOT holds aligned crops: skip alignment")
     p.add_argument("--baselines", default=None, metavar="A,B",
-                   help="untrained/pretrained rows (fr_lib.embedders names; '' for none; default: random weights of "
+                   help="untrained/pretrained rows (fr_lib.embedders.resolve names; '' for none; default: random weights of "
                         "each trained backbone at its training size, e.g. random-efficientnet_b0@64, plus "
                         "random-efficientnet_b0 at 112 px and dlib-resnet)")
     p.add_argument("--checkpoint", default="last", choices=("last", "best"),
@@ -108,7 +108,7 @@ def recipe_command(args: argparse.Namespace) -> int:
                  else [n.strip() for n in args.baselines.split(",") if n.strip()])
 
     from fr_lib.cli import run_training
-    from fr_lib.recipe import run_recipe
+    from fr_lib.workflows.recipe import run_recipe
 
     work = Path(args.work) if args.work else Path(args.out) / "work"
     _, failed = run_training(

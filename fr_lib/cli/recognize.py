@@ -31,8 +31,8 @@ def register(subparsers) -> None:
 
 
 def recognize_command(args) -> int:
-    from fr_lib.gallery import Gallery
-    from fr_lib.recognize import open_source, recognize_stream
+    from fr_lib.recognition.gallery import Gallery
+    from fr_lib.recognition.video import open_source, recognize_stream
 
     if args.every < 1:
         raise CliError(f"--every must be >= 1, got {args.every}")

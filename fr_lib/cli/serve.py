@@ -1,4 +1,4 @@
-"""``fr serve``: the face registration REST API (fr_lib.serve) over an SQLite gallery, with uvicorn."""
+"""``fr serve``: the face registration REST API (fr_lib.recognition.serve) over an SQLite gallery, with uvicorn."""
 from __future__ import annotations
 
 import os
@@ -40,8 +40,8 @@ def read_token(token_file: Path | None) -> str:
 
 
 def serve_command(args) -> int:
-    from fr_lib.gallery import Gallery
-    from fr_lib.serve import ServeLimits, create_app, run_server
+    from fr_lib.recognition.gallery import Gallery
+    from fr_lib.recognition.serve import ServeLimits, create_app, run_server
 
     token = read_token(args.token_file)
     pipeline, threshold, where = load_pipeline(args)

@@ -52,7 +52,7 @@ def train_command(args: argparse.Namespace) -> int:
         return 2
 
     from fr_lib.cli import run_training
-    from fr_lib.train import train
+    from fr_lib.training.loop import train
 
     print(f"training {cfg.name} ({cfg.model.backbone} / {cfg.loss.name}, preset {args.preset}) on {cfg.data.root} "
           f"-> {cfg.output_dir}")

@@ -8,7 +8,7 @@ and collate pixels: per-image torchvision transforms in the workers deliver ~265
 Same augmentation as fr_lib.data.build_transforms(train=True): random resized crop (scale 0.85-1, aspect
 0.95-1.05), horizontal flip, colour jitter (brightness / contrast / saturation 0.2), per image, then the
 backbone's normalisation. Random parameters come from torch's global CPU generator (kornia's default), so a
-resumed run (fr_lib.checkpoint restores that state) draws the same augmentations.
+resumed run (fr_lib.training.checkpoint restores that state) draws the same augmentations.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from fr_lib.data.images import ImageLoadError, load_rgb
+from fr_lib.io import atomic_write, temp_path_for
 
 FORMAT_VERSION = 1
 
@@ -56,7 +57,7 @@ def pack_folder(samples, root, out_path, image_size: int, classes=None, workers:
         except ValueError:
             pass
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.npy")
+    tmp = temp_path_for(out_path)
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), image_size, image_size, 3))
     kept, failed = [], []
     bar = None
@@ -80,9 +81,7 @@ def pack_folder(samples, root, out_path, image_size: int, classes=None, workers:
     meta = {"version": FORMAT_VERSION, "fingerprint": fp, "root": str(root), "image_size": image_size,
             "n": len(kept), "paths": [p for p, _ in kept], "labels": [lab for _, lab in kept],
             "classes": list(classes) if classes is not None else None, "failed": failed}
-    tmp_meta = meta_file.with_name(f".{meta_file.name}.{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps(meta), "utf-8")
-    os.replace(tmp_meta, meta_file)
+    atomic_write(meta_file, json.dumps(meta))
     return out_path
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fr_lib.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
+from fr_lib.io import atomic_write
 
 CACHE_VERSION = 1
 
@@ -106,10 +107,7 @@ def _load_cache(path: Path, root: Path) -> dict:
 
 def _save_cache(path: Path, root: Path, dirs: dict) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "root": str(root), "dirs": dirs}), "utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"version": CACHE_VERSION, "root": str(root), "dirs": dirs}))
     except OSError as e:
         warnings.warn(f"could not write the index cache {path}: {e}", stacklevel=3)
 

@@ -1,0 +1,425 @@
+"""The small-scale real-photo recipe on any identity-folder photo collection (``fr recipe``):
+
+    align (fr_lib.align.align_folder, resumable) -> identity-disjoint split (training identities vs held-out
+    query / distractor identities) -> train each experiment within a time budget -> evaluate the trained models
+    beside baselines (random weights, dlib-resnet when installed) on the held-out identities -> comparison table,
+    ROC curves, similarity distributions, training curves, and LFW-style verification on a pairs file of the
+    held-out identities.
+
+    >>> summary = run_recipe("photos/", {"ce-efficientnet": cfg_ce, "arcface-efficientnet": cfg_arc},
+    ...                      minutes=10, out_dir="recipe-out", work_dir="recipe-work")
+
+fr_lib does not import config: the caller passes experiment configs (config.ExperimentConfig or anything with the
+same fields and a ``replace(**dotted_overrides)`` method); the recipe points them at the aligned photos, its run
+folders and the epoch count that fits the time budget.
+
+Time budget: the epoch count is chosen before training from a measured speed (a few timed optimiser steps and
+forward passes of the real model at the real batch size, see measure_speed / plan_epochs) because the learning-rate
+schedule (warmup + cosine) needs the total length up front: stopping a cosine schedule after M minutes would leave
+the model at a high learning rate. The achieved training time is measured and reported beside the budget; on a
+shared machine it can differ from the plan by the change in load.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fr_lib.io import atomic_write, save_figure
+
+DEFAULT_FPRS = (0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)
+DEFAULT_BASELINES = ("random-efficientnet_b0", "dlib-resnet")
+
+
+# ------------------------------------------------------------------------------------------------ budget
+@dataclass
+class Speed:
+    """Measured throughput, images/s: train (forward + backward + optimiser step) and eval (no_grad forward)."""
+    train_images_per_s: float
+    eval_images_per_s: float
+
+
+def measure_speed(cfg, num_classes: int, steps: int = 5, device: str = "cpu", warmup: int = 2,
+                  index=None, samples=None) -> Speed:
+    """Time two rounds of ``steps`` training steps (after ``warmup`` untimed steps: the first ones allocate and
+    pick kernels, up to 10x slower; the faster round counts) and ``steps`` eval batches of cfg's model and
+    criterion at cfg.data.batch_size x 3 x image_size x image_size.
+
+    With ``index`` (FolderIndex) and ``samples`` (training [(path, label)]), the training steps load real batches
+    through a DataLoader with cfg.data.num_workers and the training augmentation, so decoding counts as it does in
+    training (on 2 busy cores it made an epoch 2.5x slower than the random-tensor estimate); else random images."""
+    import torch
+
+    from fr_lib.losses import build_criterion
+    from fr_lib.training.schedule import build_optimizer
+    from models_definition import build_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_backbone(cfg.model.backbone, cfg.model.embedding_size, None, cfg.model.dropout).to(device)
+        if cfg.train.freeze_backbone:   # two-stage recipe: only the neck learns, no backward through the backbone
+            model.freeze_backbone()
+        criterion = build_criterion(cfg.loss.name, num_classes, cfg.model.embedding_size, margin=cfg.loss.margin,
+                                    scale=cfg.loss.scale, label_smoothing=cfg.loss.label_smoothing,
+                                    mining=cfg.loss.mining).to(device)
+        b, s = cfg.data.batch_size, cfg.data.image_size
+        x = torch.randn(b, 3, s, s, device=device)
+        k = max(1, cfg.data.samples_per_class)
+        y = (torch.arange(b, device=device) // k) % num_classes
+        params = [p for p in list(model.parameters()) + list(criterion.parameters()) if p.requires_grad]
+        opt = build_optimizer(params, cfg.optim.optimizer, 1e-6, 0.0)
+
+        def sync():
+            if str(device).startswith("cuda"):
+                torch.cuda.synchronize()
+
+        batches = None
+        if index is not None and samples:
+            from fr_lib.data import FaceFolder, build_transforms
+            ds = FaceFolder(index, build_transforms(model.normalization, s, train=True,
+                                                    augment=cfg.data.augment), samples=samples)
+            gen = torch.Generator().manual_seed(0)
+            loader = torch.utils.data.DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, generator=gen,
+                                                 num_workers=cfg.data.num_workers)
+            batches = iter(loader) if len(loader) >= warmup + 2 * steps else None
+        model.train()
+        times = []
+        for i in range(warmup + 2 * steps):
+            t0 = time.perf_counter()
+            if batches is not None:
+                x, labels = next(batches)
+                y = (labels % num_classes).to(device)
+                x = x.to(device)
+            loss = criterion(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        # two rounds, the faster one counts: on a shared machine a burst of other work during one round made a
+        # single round read 10x slow (measured here); the budget is about this run's own speed
+        train_ips = b / min(float(np.median(times[:steps])), float(np.median(times[steps:])))
+        batches = None
+        x = torch.randn(b, 3, s, s, device=device)
+        model.eval()
+        times = []
+        with torch.no_grad():
+            for i in range(warmup + steps):
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+        return Speed(train_ips, b / float(np.median(times)))
+
+
+def plan_epochs(minutes: float, n_train: int, n_eval_per_epoch: int, speed: Speed, max_epochs: int | None = None,
+                min_epochs: int = 1) -> int:
+    """Epochs that fit ``minutes``: floor(60 * minutes / seconds_per_epoch), with seconds_per_epoch =
+    n_train / train_images_per_s + n_eval_per_epoch / eval_images_per_s (train() evaluates the closed-set val
+    images and the open-set images after every epoch); clipped to [min_epochs, max_epochs]."""
+    if minutes <= 0:
+        raise ValueError(f"minutes must be > 0, got {minutes}")
+    per_epoch = n_train / speed.train_images_per_s + n_eval_per_epoch / speed.eval_images_per_s
+    epochs = max(min_epochs, int(math.floor(60.0 * minutes / per_epoch)))
+    return min(epochs, max_epochs) if max_epochs else epochs
+
+
+# ------------------------------------------------------------------------------------------------ split
+@dataclass
+class RecipeSplit:
+    """The identity-disjoint split every experiment of a recipe shares (train() recomputes the same one from
+    cfg.data): n_train / n_val images of the training identities, the held-out query and distractor sets."""
+    index: object                      # fr_lib.data.FolderIndex of the aligned root
+    train_classes: list[str]
+    train: list                        # closed-set training samples [(path relative to root, label 0..C-1)]
+    query: list                        # [(path relative to root, label)]
+    distractors: list
+    query_classes: list[str]
+    distractor_classes: list[str]
+    n_train: int
+    n_val: int
+
+    @property
+    def held_out_classes(self) -> list[str]:
+        return sorted(self.query_classes + self.distractor_classes)
+
+
+def split_for(data_cfg) -> RecipeSplit:
+    """The split train() uses for data_cfg (same scan filters, fractions and seed; fr_lib.training.data)."""
+    from fr_lib.data import closed_set_split, open_set_split, scan_folder
+
+    index = scan_folder(data_cfg.root, min_images_per_identity=data_cfg.min_images_per_identity,
+                        max_images_per_identity=data_cfg.max_images_per_identity,
+                        max_identities=data_cfg.max_identities)
+    split = open_set_split(index, data_cfg.eval_identity_fraction, data_cfg.distractor_fraction, data_cfg.seed)
+    train, val = closed_set_split(split.train, data_cfg.val_fraction, data_cfg.seed)
+    if not split.query:
+        raise ValueError(f"{data_cfg.root}: no held-out query identity (eval_identity_fraction "
+                         f"{data_cfg.eval_identity_fraction}); the recipe needs query identities with 2+ images")
+    return RecipeSplit(index, split.train_classes, train, split.query, split.distractors, split.query_classes,
+                       split.distractor_classes, len(train), len(val))
+
+
+# ------------------------------------------------------------------------------------------------ steps
+def align_photos(photo_root, aligned_root, size: int = 112, device: str = "cpu", max_side: int | None = 1024,
+                 progress: bool = True):
+    """fr_lib.align.align_folder with the recipe's settings (similarity warp, largest face); resumable: photos
+    already aligned or skipped by an earlier run are not redone. Returns its AlignSummary."""
+    from fr_lib.align import align_folder
+
+    summary = align_folder(photo_root, aligned_root, size=size, mode="similarity", device=device,
+                           workers=2, max_side=max_side, progress=progress)
+    if summary.aligned == 0:
+        raise ValueError(f"no photo under {photo_root} gave a usable face (see {summary.skipped_csv})")
+    return summary
+
+
+# where and how a run executes, not what it trains: may change between a run and its resumption
+_RUN_PLACE_KEYS = frozenset({"train.device", "train.output_dir", "data.num_workers", "data.cache_dir"})
+
+
+def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: bool = True, progress: bool = True,
+                        max_epochs: int | None = None, epochs: int | None = None) -> dict:
+    """Measure speed, set train.epochs to what fits ``minutes`` (or to ``epochs`` exactly, which makes the run
+    independent of the machine's speed), train (fr_lib.training.loop.train). A finished run (its
+    last.pt already at the planned epoch count) is not retrained. Returns a record: name, planned epochs, measured
+    speed, budget and achieved training seconds, checkpoint paths, last history row."""
+    from fr_lib.training.checkpoint import config_differences, load_checkpoint
+    from fr_lib.training.loop import resolve_device, train
+
+    device = str(resolve_device(cfg.train.device))
+    plan_file = Path(cfg.output_dir) / "recipe_plan.json"
+    if resume and plan_file.is_file():   # keep the first plan: re-measuring would change the schedule length
+        plan = json.loads(plan_file.read_text())
+    else:
+        speed = measure_speed(cfg, len(split.train_classes), device=device, index=split.index,
+                              samples=split.train)
+        if epochs is None:
+            epochs = plan_epochs(minutes, split.n_train, split.n_val + len(split.query) + len(split.distractors),
+                                 speed, max_epochs=max_epochs)
+        plan = {"epochs": epochs, "minutes": minutes, "train_images_per_s": speed.train_images_per_s,
+                "eval_images_per_s": speed.eval_images_per_s, "device": device}
+        plan_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(plan_file, json.dumps(plan, indent=2) + "\n")
+    cfg = cfg.replace(**{"train.epochs": int(plan["epochs"])})
+    last = Path(cfg.output_dir) / "last.pt"
+    if last.is_file():   # reuse or resume only the very same run: a changed --set must not be silently ignored
+        changed = config_differences(load_checkpoint(last)["config"], cfg.to_dict(), ignore=_RUN_PLACE_KEYS)
+        if changed:
+            raise ValueError(f"{cfg.output_dir} holds a run of {cfg.name} with another config ({'; '.join(changed)}"
+                             f"); use another --work folder, or delete that run folder to train again")
+    done = last.is_file() and load_checkpoint(last)["epoch"] >= plan["epochs"]
+    print(f"{cfg.name}: {plan['train_images_per_s']:.1f} train / {plan['eval_images_per_s']:.1f} eval images/s "
+          f"measured on {plan['device']} -> {plan['epochs']} epoch(s) of {split.n_train} images "
+          + (f"in {minutes:g} min" if minutes else "(fixed epoch count)") + (" (already trained)" if done else ""),
+          flush=True)
+    t0 = time.perf_counter()
+    if not done:
+        train(cfg, resume=resume, progress=progress)
+    seconds = time.perf_counter() - t0
+    history = load_checkpoint(last)["metrics"]["history"]
+    trained_s = sum(h.get("epoch_seconds", 0.0) for h in history if h["epoch"] > 0)
+    return {"name": cfg.name, **plan, "budget_s": 60.0 * minutes if minutes else None, "train_seconds": trained_s,
+            "wall_seconds_this_run": seconds, "last_checkpoint": str(last),
+            "best_checkpoint": str(Path(cfg.output_dir) / "best.pt"), "metrics_csv": str(Path(cfg.output_dir) /
+                                                                                         "metrics.csv"),
+            "last_epoch": history[-1] if history else None}
+
+
+@dataclass
+class ModelEmbeddings:
+    query: np.ndarray           # (Nq, D) unit rows
+    query_labels: np.ndarray    # (Nq,)
+    distractors: np.ndarray     # (Nd, D)
+
+
+def embed_split(model, meta: dict, split: RecipeSplit, device: str, cache_dir, batch_size: int = 64,
+                progress: bool = True) -> ModelEmbeddings:
+    """Embeddings of the held-out query and distractor images (cached under cache_dir)."""
+    from fr_lib.data import FaceFolder
+    from fr_lib.evaluation.embed import extract_embeddings
+    from fr_lib.evaluation.pair_verification import eval_transform
+
+    tf = eval_transform(meta["normalization"], int(meta["image_size"]))
+    key = str(meta.get("checkpoint") or meta["name"])
+    if meta.get("checkpoint"):
+        from fr_lib.evaluation.embed import checkpoint_fingerprint
+        key = checkpoint_fingerprint(meta["checkpoint"])
+    out = []
+    for kind, samples in (("query", split.query), ("distractors", split.distractors)):
+        if not samples:
+            out.append(None)
+            continue
+        ds = FaceFolder(split.index, tf, samples=samples)
+        out.append(extract_embeddings(model, ds, device=device, batch_size=batch_size, progress=progress,
+                                      cache_path=Path(cache_dir) / f"{_safe(meta['name'])}-{kind}.npz",
+                                      cache_key=key))
+    q, d = out
+    dist = d.embeddings if d is not None else np.zeros((0, q.embeddings.shape[1]), np.float32)
+    return ModelEmbeddings(q.embeddings, q.labels, dist)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+
+
+# ------------------------------------------------------------------------------------------------ whole recipe
+def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir, device: str = "cpu",
+               baselines=DEFAULT_BASELINES, fprs=DEFAULT_FPRS, aligned_root=None, align_size: int = 112,
+               align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = "last",
+               pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None,
+               progress: bool = True, epochs: int | None = None) -> dict:
+    """Run the whole recipe; returns a summary dict (also written to out_dir/summary.json).
+
+    experiments: {name: experiment config}; their data section must agree on the split (the recipe sets the
+        root; keep eval_identity_fraction / distractor_fraction / seed / filters the same for all).
+    minutes: training budget per experiment (the total is len(experiments) x minutes); or None with ``epochs``:
+        that many epochs per experiment whatever the machine's speed (reproducible tables).
+    work_dir: aligned crops (work_dir/aligned-<size>, unless aligned_root) and runs (work_dir/runs/<name>).
+    baselines: names for fr_lib.embedders.resolve.resolve_embedder (random-<backbone>, dlib-resnet, ...); one that cannot
+        be built here (dlib not installed, weights not downloadable) gets a visible 'skipped' entry.
+    checkpoint: 'last' (end of the cosine schedule, default) or 'best' (min closed-set val loss) is evaluated.
+    skip_align: photo_root already holds aligned crops (used as the data root as it is).
+
+    Writes to out_dir: table.{md,csv,html} (TPR@FPR + ROC-AUC on the held-out identities), verification.{md,csv}
+    (10-fold accuracy, EER, AUC on pairs.txt), pairs.txt, roc_curves.png, similarity_distributions.png,
+    training_<name>.png, summary.json.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from fr_lib.embedders.resolve import resolve_embedder
+    from fr_lib.evaluation.metrics import identification_rate
+    from fr_lib.evaluation.pair_verification import pair_scores, score_pairs, verification_markdown
+    from fr_lib.data.lfw_pairs import read_lfw_pairs, write_lfw_pairs
+    from fr_lib.evaluation.plots import plot_roc, plot_similarity_distributions, plot_training_curves
+    from fr_lib.evaluation.report import comparison_table, to_csv, to_markdown, write_table
+
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    if not experiments and not baselines:
+        raise ValueError("nothing to run: no experiment and no baseline")
+    from fr_lib.embedders.resolve import PRETRAINED, RANDOM_PREFIX
+    unknown = [b for b in baselines if b not in PRETRAINED and not b.startswith(RANDOM_PREFIX)
+               and not Path(b).is_file()]
+    if unknown:   # before hours of alignment and training
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(PRETRAINED)}, random-<backbone> "
+                         f"or a checkpoint file")
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"photo_root": str(photo_root), "minutes_per_experiment": minutes, "device": device,
+                     "experiments": {}, "baselines": {}, "skipped": {}}
+    t_start = time.perf_counter()
+
+    # 1. align
+    if skip_align:
+        data_root = Path(photo_root)
+    else:
+        data_root = Path(aligned_root) if aligned_root else work_dir / f"aligned-{align_size}"
+        t0 = time.perf_counter()
+        al = align_photos(photo_root, data_root, size=align_size, device=device, max_side=align_max_side,
+                          progress=progress)
+        print(al, flush=True)
+        summary["align"] = {"aligned_root": str(data_root), "total": al.total, "aligned": al.aligned,
+                            "skipped": al.skipped, "seconds_this_run": time.perf_counter() - t0}
+
+    # 2. split (shared by every experiment)
+    cfgs = {name: cfg.replace(**{"data.root": str(data_root), "train.device": device,
+                                 "train.output_dir": str(work_dir / "runs" / name)})
+            for name, cfg in experiments.items()}
+    split_keys = ("min_images_per_identity", "max_images_per_identity", "max_identities", "eval_identity_fraction",
+                  "distractor_fraction", "val_fraction", "seed")
+    ref = next(iter(cfgs.values())).data if cfgs else None
+    if ref is None:
+        from types import SimpleNamespace
+        ref = SimpleNamespace(root=str(data_root), min_images_per_identity=2, max_images_per_identity=None,
+                              max_identities=None, eval_identity_fraction=0.2, distractor_fraction=0.5,
+                              val_fraction=0.1, seed=0)
+    for name, cfg in cfgs.items():
+        differ = [k for k in split_keys if getattr(cfg.data, k) != getattr(ref, k)]
+        if differ:
+            raise ValueError(f"experiment {name} splits the data differently ({differ}); the recipe compares "
+                             f"models on one shared split")
+    split = split_for(ref)
+    summary["split"] = {"data_root": str(data_root), "train_identities": len(split.train_classes),
+                        "train_images": split.n_train, "val_images": split.n_val,
+                        "query_identities": len(split.query_classes), "query_images": len(split.query),
+                        "distractor_identities": len(split.distractor_classes),
+                        "distractor_images": len(split.distractors)}
+    print(f"split: {len(split.train_classes)} training identities ({split.n_train} train + {split.n_val} val "
+          f"images); held out: {len(split.query_classes)} query identities ({len(split.query)} images), "
+          f"{len(split.distractor_classes)} distractor identities ({len(split.distractors)} images)", flush=True)
+
+    # 3. train
+    for name, cfg in cfgs.items():
+        rec = train_within_budget(cfg, minutes, split, progress=progress, max_epochs=max_epochs, epochs=epochs)
+        summary["experiments"][name] = rec
+        try:
+            save_figure(plot_training_curves(rec["metrics_csv"], title=name), out_dir / f"training_{_safe(name)}.png")
+        except (ValueError, FileNotFoundError) as e:
+            print(f"training curves of {name} not drawn: {e}")
+
+    # 4. pairs file of the held-out identities (LFW View 2 format)
+    pairs_txt = out_dir / "pairs.txt"
+    pinfo = write_lfw_pairs(data_root, pairs_txt, folds=pairs_folds, pairs_per_fold=pairs_per_fold, seed=ref.seed,
+                            identities=split.held_out_classes)
+    pairs = read_lfw_pairs(pairs_txt, data_root)
+    summary["pairs"] = {k: pinfo[k] for k in ("path", "folds", "pairs_per_fold", "identity_disjoint")}
+
+    # 5. evaluate
+    models = [(name, rec[f"{checkpoint}_checkpoint"]) for name, rec in summary["experiments"].items()]
+    models += [(name, name) for name in baselines]
+    results, embeddings, verification = {}, {}, {}
+    cache = out_dir / "cache"
+    for name, source in models:
+        try:
+            model, meta = resolve_embedder(source, device=device)
+        except (ImportError, RuntimeError) as e:
+            reason = str(e).splitlines()[0]
+            print(f"skipped {name}: {reason}", flush=True)
+            summary["skipped"][name] = reason
+            continue
+        meta = {**meta, "name": name}
+        emb = embed_split(model, meta, split, device, cache, progress=progress)
+        r = identification_rate(emb.query, emb.query_labels, emb.distractors, fprs=fprs)
+        results[name], embeddings[name] = r, (emb.query, emb.query_labels, emb.distractors)
+        scores = pair_scores(model, meta, pairs, device=device, cache_path=cache / f"{_safe(name)}-pairs.npz",
+                             progress=progress)
+        v = score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
+        verification[name] = v
+        entry = {"tpr_at_fpr": dict(zip(map(str, fprs), map(float, r.tprs))), "roc_auc": float(r.roc_auc),
+                 "n_positives": r.n_positives, "n_negatives": r.n_negatives, "pairs": v.as_dict(),
+                 "source": str(source)}
+        (summary["experiments"][name].update(eval=entry) if name in summary["experiments"]
+         else summary["baselines"].update({name: {"eval": entry}}))
+        print(f"{name}: ROC-AUC {r.roc_auc:.4f}, TPR@FPR=0.01 "
+              f"{dict(zip(map(float, r.fprs), r.tprs)).get(0.01, float('nan')):.3f}; pairs: 10-fold accuracy "
+              f"{v.accuracy:.4f} +- {v.accuracy_std:.4f}, EER {v.eer:.4f}", flush=True)
+    if not results:
+        raise ValueError(f"no model could be evaluated (skipped: {summary['skipped']})")
+
+    # 6. tables and figures
+    rows = {**results, **{f"{name} (skipped: {reason[:60]})": {} for name, reason in summary["skipped"].items()}}
+    df = comparison_table(rows)
+    write_table(df, out_dir)
+    vdf = comparison_table({name: v.table_row() for name, v in verification.items()})
+    atomic_write(out_dir / "verification.md", verification_markdown(vdf))
+    to_csv(vdf, out_dir / "verification.csv")
+    save_figure(plot_roc(results, title=f"ROC on held-out identities of {Path(photo_root).name}"),
+              out_dir / "roc_curves.png")
+    save_figure(plot_similarity_distributions(embeddings), out_dir / "similarity_distributions.png")
+    summary["total_seconds_this_run"] = time.perf_counter() - t_start
+    summary["table_markdown"] = to_markdown(df)
+    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    print(to_markdown(df))
+    print((out_dir / "verification.md").read_text())
+    print(f"wrote table.md/.csv/.html, verification.md/.csv, pairs.txt, roc_curves.png, "
+          f"similarity_distributions.png, training_*.png and summary.json to {out_dir}")
+    return summary
