@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # The torch build installed first (a range that admits it is in pyproject.toml).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,notebooks,dlib
+EXTRAS ?= dev,notebooks,dlib,onnx,faiss
 
 .PHONY: demo test lab install clean
 install: $(VENV)/.installed
