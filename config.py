@@ -271,20 +271,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Per-experiment additions to a preset (applied after PRESETS[preset]). Short CPU runs from scratch need a
 # larger CE/ArcFace logit scale and AdamW: ArcFace's s=64, m=0.5 rad with SGD does not get off the ground in a
-# few hundred steps; InceptionResnetV1 needs >= 80 px. Measured on /tmp synth 200x30 (this preset keeps 60 ids x
-# 20 images; 42 train / 9 query / 9 distractor ids), open-set TPR@FPR=0.01 of best.pt vs the untrained model
-# (0.041 at 64 px, 0.052 at 80 px): CE/EfficientNet 0.14 (12 ep), ArcFace/EfficientNet 0.21 (12 ep),
-# Triplet/EfficientNet 0.16 (8 ep), CE/InceptionResnetV1 0.64 (6 ep). EfficientNet-B0 from scratch learns
-# slowly here; without augmentation it overfits (CE 0.11), at 80 px it is no better per epoch.
-# Then (demo helper) 120 ids x 10 images (84 train / 18 query / 18 distractor ids; same images per epoch):
-# CE/EfficientNet 0.23 (14 ep) vs 0.054 for random InceptionResnetV1 at 80 px; ArcFace 0.15 (14 ep, still
-# rising: 18 ep); val_fraction 0.2 keeps 2 val images per identity so triplet val batches have positive pairs
-# (with 1, the triplet val loss is 0 and best.pt is epoch 1).
-# Then a 27-run sweep of this preset on a GPU (fp32, same data; last-epoch open-set TPR@1e-2, random EfficientNet
-# 0.06-0.10 depending on the seed): batch 32 instead of 16 lifts CE 0.16 -> 0.32 and ArcFace 0.20 -> 0.24 / 0.22 /
-# 0.47 (seeds 0/1/2); ArcFace s=32 (0.15-0.19), m=0.1 (0.12), m=0.3 (0.14) or lr 6e-3 (0.14) are worse; triplet
-# margin 0.1 beats 0.2 (0.18-0.19 vs 0.15 over three seeds; 0.29 at 18 epochs); semi-hard/batch-hard mining and
-# lr 1e-3 are worse. Starting ArcFace or triplet from the CE run (two-stage) gives 0.22 after 8 epochs: no better.
+# few hundred steps; InceptionResnetV1 needs >= 80 px. How these values were chosen (a sweep of the preset, what
+# lost): docs/results.md, "The demo table".
 DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "ce-efficientnet": {"loss.scale": 16.0, "optim.lr": 3e-3},
     "ce-inceptionresnetv1-1292": {"data.image_size": 80, "loss.scale": 16.0, "optim.lr": 3e-3, "train.epochs": 6},
@@ -295,11 +283,8 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 # Real photos at small scale (`fr recipe`, `--preset small`): ~100 identities x ~20 aligned photos trained from
-# scratch on a CPU. Measured on the CelebA subset (120 identities; 96 train, 12 query, 12 distractor): README
-# "Small-scale real-photo results". The CASIA defaults (SGD 0.1, ArcFace s=64 / m=0.5) do not get off the ground in
-# a few hundred steps; AdamW 3e-3 (the synthetic demo's) diverged on real faces (CE train loss rose above ln 96 in
-# epoch 2); 5e-4 with batch 16 learned too slowly (3 epochs: val accuracy 0.03, ID rate below random weights);
-# AdamW 1e-3, batch 32, 40 epochs at 64 px is what the README table used.
+# scratch on a CPU. The CASIA defaults (SGD 0.1, ArcFace s=64 / m=0.5) do not get off the ground in a few hundred
+# steps and AdamW 3e-3 diverges on real faces: docs/results.md, "What training on real faces taught us".
 PRESETS["small"] = {
     "data.min_images_per_identity": 2,   # a held-out query identity needs pairs; tiny identities add nothing
     "data.eval_identity_fraction": 0.2,  # 120 identities -> 96 train, 12 query, 12 distractor identities
