@@ -1,5 +1,5 @@
 """Training metrics to ``metrics.csv`` (rewritten atomically each epoch from the full history, so a resumed run
-never duplicates rows) and to TensorBoard under ``tb/``."""
+never duplicates rows) and to TensorBoard under ``tb/``; the one best-epoch rule (``best_epoch``)."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +7,28 @@ import io
 import math
 from pathlib import Path
 from fr_lib.io import atomic_write
+
+
+def monitored_loss(row: dict) -> float:
+    """The loss a history row is ranked by: its val loss, or its train loss when the row has no finite val loss
+    (no validation split)."""
+    val = row.get("val_loss", math.nan)
+    return val if math.isfinite(val) else row.get("train_loss", math.nan)
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch whose weights ``best.pt`` holds: the first trained row (epoch > 0; the eval_at_start row 0 is
+    never a candidate) with the lowest ``monitored_loss``, judged row by row, so a run whose val loss is missing
+    on some epochs still ranks those by train loss. Ties keep the earlier epoch (best.pt is only rewritten on a
+    strict improvement); NaN never wins. None when no trained row has a finite loss.
+
+    train() saves best.pt exactly when this returns the newest row's epoch, and early stopping counts epochs
+    since it; reports and the demo summary read the same number."""
+    best, best_value = None, math.inf
+    for row in history:
+        if row.get("epoch", 0) > 0 and monitored_loss(row) < best_value:
+            best, best_value = row["epoch"], monitored_loss(row)
+    return best
 
 
 class MetricsLog:

@@ -24,9 +24,9 @@ from torch import nn
 from fr_lib.training import distributed as D
 from fr_lib.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from fr_lib.losses import build_criterion
-from fr_lib.training.schedule import LRSchedule, build_optimizer, epochs_without_improvement
+from fr_lib.training.schedule import LRSchedule, build_optimizer
 from fr_lib.training.data import build_training_data, make_loader
-from fr_lib.training.log import MetricsLog
+from fr_lib.training.log import MetricsLog, best_epoch
 
 
 class TrainingDiverged(RuntimeError):
@@ -293,9 +293,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
                "train_images_per_s": n_seen * ctx.world_size / max(train_seconds, 1e-9)}
         schedule.step_epoch(row["val_loss"])
         history.append(row)
-        monitor = [h["val_loss"] if math.isfinite(h["val_loss"]) else h["train_loss"]
-                   for h in history if h["epoch"] > 0]
-        improved = epochs_without_improvement(monitor) == 0
+        best = best_epoch(history)
+        improved = best == row["epoch"]
         rng = capture_rng_state()
         rng_all = [rng] if ctx.world_size == 1 else _gather_objects(rng, ctx)
         if ctx.is_main:
@@ -311,20 +310,16 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
             log.epoch(history)
             tqdm.write(_summary_line(row, t_cfg.epochs, fpr_key))
         D.barrier()
-        if t_cfg.early_stopping_patience and epochs_without_improvement(monitor) >= t_cfg.early_stopping_patience:
+        if t_cfg.early_stopping_patience and row["epoch"] - (best or 0) >= t_cfg.early_stopping_patience:
             stopped_early = True
             if ctx.is_main:
                 print(f"early stopping: no val-loss improvement for {t_cfg.early_stopping_patience} epoch(s)")
             break
     log.close()
     model.eval()
-    trained = [h for h in history if h["epoch"] > 0]
-    best_epoch = None
-    if trained:
-        key = "val_loss" if all(math.isfinite(h["val_loss"]) for h in trained) else "train_loss"
-        best_epoch = min(trained, key=lambda h: h[key])["epoch"]
     return {"history": history, "best_checkpoint": best_path, "last_checkpoint": last_path,
-            "best_epoch": best_epoch, "epochs_run": len(trained), "stopped_early": stopped_early,
+            "best_epoch": best_epoch(history), "epochs_run": sum(h["epoch"] > 0 for h in history),
+            "stopped_early": stopped_early,
             "output_dir": out_dir, "num_classes": data.num_classes, "rank": ctx.rank,
             "model": model, "criterion": criterion}
 

@@ -68,13 +68,3 @@ class LRSchedule:
         if self.plateau is not None and state.get("plateau") is not None:
             self.plateau.load_state_dict(state["plateau"])
 
-
-def epochs_without_improvement(values: list[float]) -> int:
-    """Epochs since the minimum of ``values`` (0 when the last value is the minimum; NaNs never improve)."""
-    best, since = math.inf, 0
-    for v in values:
-        if v < best:
-            best, since = v, 0
-        else:
-            since += 1
-    return since
