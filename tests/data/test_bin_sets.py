@@ -113,7 +113,7 @@ def test_other_foreign_content_is_refused(tmp_path):
             load_bin(tmp_path / f"{name}.bin")
     good = pickle.dumps(([b"a", b"b"], [True]), protocol=4)
     (tmp_path / "trunc.bin").write_bytes(good[:len(good) // 2])
-    with pytest.raises(BinFormatError, match="trunc.bin.*unreadable pickle"):
+    with pytest.raises(BinFormatError, match="trunc.bin.*(truncated|unreadable)"):
         load_bin(tmp_path / "trunc.bin")
     (tmp_path / "text.bin").write_text("hello")
     with pytest.raises(BinFormatError, match="text.bin"):
