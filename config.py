@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "ce"                        # ce | arcface | cosface | triplet | contrastive
+    name: str = "ce"                        # ce | arcface | cosface | triplet | contrastive | bce | group
     margin: float | None = None             # None = the loss's default; arcface: radians, cosface: cosine
     scale: float | None = None              # logit scale s of arcface / cosface (64); ce: multiplies the unit
                                             # embeddings before the linear classifier (1)
@@ -253,6 +253,19 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             description="ArcFace (s=64, m=0.5 rad) / EfficientNet-B0",
             data=_casia(75), model=ModelConfig("efficientnet_b0"), loss=LossConfig("arcface", margin=0.5, scale=64.0),
             optim=OptimConfig("sgd", lr=0.1, weight_decay=5e-4, warmup_epochs=2), train=TrainConfig(epochs=30)),
+        ExperimentConfig(
+            name="bce-efficientnet",
+            description="Learned pair classifier (siamese |e1 - e2| -> linear -> sigmoid, balanced BCE) / "
+                        "EfficientNet-B0 with P x K batches",
+            data=dataclasses.replace(_casia(75), samples_per_class=4),
+            model=ModelConfig("efficientnet_b0"), loss=LossConfig("bce"),
+            optim=OptimConfig("adamw", lr=3e-4, warmup_epochs=1), train=TrainConfig(epochs=30)),
+        ExperimentConfig(
+            name="group-efficientnet",
+            description="Group loss (Elezi et al. 2020) / EfficientNet-B0, n=24 classes x m=2 samples per batch",
+            data=dataclasses.replace(_casia(75), batch_size=48, samples_per_class=2),
+            model=ModelConfig("efficientnet_b0"), loss=LossConfig("group", scale=16.0),
+            optim=OptimConfig("adamw", lr=3e-4, warmup_epochs=1), train=TrainConfig(epochs=30)),
     ]
 }
 
@@ -280,6 +293,9 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "triplet-efficientnet": {"loss.mining": "all", "loss.margin": 0.1, "optim.lr": 3e-3, "train.epochs": 18},
     "arcface-efficientnet": {"loss.scale": 16.0, "loss.margin": 0.2, "optim.optimizer": "adamw",
                              "optim.lr": 3e-3, "optim.warmup_epochs": 1.0, "train.epochs": 18},
+    "bce-efficientnet": {"data.samples_per_class": 4, "optim.lr": 3e-3, "train.epochs": 18},
+    "group-efficientnet": {"data.batch_size": 48, "data.samples_per_class": 2, "optim.lr": 3e-3,
+                           "train.epochs": 14},
 }
 
 # Real photos at small scale (`fr recipe`, `--preset small`): ~100 identities x ~20 aligned photos trained from
@@ -306,6 +322,9 @@ _SMALL_LOSS = {
                 "loss.margin": 0.2},
     "triplet": {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.warmup_epochs": 1.0, "loss.mining": "all",
                 "loss.margin": 0.1, "data.samples_per_class": 4},
+    "bce": {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.warmup_epochs": 1.0, "data.samples_per_class": 4},
+    "group": {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.warmup_epochs": 1.0, "data.batch_size": 48,
+              "data.samples_per_class": 2},
 }
 SMALL_OVERRIDES: dict[str, dict[str, Any]] = {name: _SMALL_LOSS.get(cfg.loss.name, {})
                                               for name, cfg in EXPERIMENTS.items()}

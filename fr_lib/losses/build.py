@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from fr_lib.losses import classification, pairs
+from fr_lib.losses import classification, group, pair_classifier, pairs
 from fr_lib.losses.classification import SoftmaxCrossEntropy
 
 
@@ -25,6 +25,8 @@ LOSSES = {
     "cosface": (_with_defaults(classification.cosface), {"margin", "scale"}),
     "triplet": (_with_defaults(pairs.triplet), {"margin", "mining"}),
     "contrastive": (_with_defaults(pairs.contrastive), {"margin"}),
+    "bce": (pair_classifier.bce, set()),
+    "group": (_with_defaults(group.group), {"scale"}),
 }
 # options passed with these values count as "not set" (config.LossConfig's defaults)
 _UNSET = {"margin": None, "scale": None, "label_smoothing": 0.0, "mining": "batch_hard"}
@@ -35,7 +37,8 @@ def build_criterion(name: str, num_classes: int, embedding_size: int, **options)
 
     name: 'ce' (label_smoothing, scale), 'arcface' (margin in radians, default 0.5; scale, default 64),
     'cosface' (margin in cosine units, default 0.35; scale 64), 'triplet' (margin 0.2 in Euclidean distance
-    between unit vectors; mining 'batch_hard' | 'semi_hard' | 'all'), 'contrastive' (negative margin 1.0).
+    between unit vectors; mining 'batch_hard' | 'semi_hard' | 'all'), 'contrastive' (negative margin 1.0),
+    'bce' (learned pair classifier on |e1 - e2|, no options), 'group' (group loss; scale, default 16).
     An option the loss does not use raises ValueError unless it has its unset value (see _UNSET).
     """
     if name not in LOSSES:
