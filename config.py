@@ -103,6 +103,9 @@ class TrainConfig:
     freeze_backbone: bool = False           # two-stage recipe: fine-tune only the neck (+ loss weights)
     init_from: str | None = None            # checkpoint to start the two-stage recipe from
     eval_at_start: bool = False             # also evaluate the untrained model (history row "epoch 0")
+    # insightface .bin verification sets evaluated each epoch (names resolve to <data.root>/<name>.bin, or paths);
+    # () = every *.bin beside a training pack (a data.root holding train.rec), none for a folder
+    val_targets: tuple[str, ...] = ()
     output_dir: str | None = None           # None = runs/<name> (config.RUNS_DIR)
     seed: int = 0
 
@@ -209,6 +212,8 @@ def _convert(key: str, text: str):
                 raise ValueError
             if kind in ("int", "float", "str"):
                 return {"int": int, "float": float, "str": str}[kind](text)
+            if kind == "tuple[str, ...]":   # comma-separated, e.g. train.val_targets=lfw,cfp_fp
+                return tuple(x.strip() for x in text.split(",") if x.strip())
         except ValueError:
             continue
     raise ValueError(f"config key {key!r} expects {' | '.join(kinds)}, got {text!r}")
