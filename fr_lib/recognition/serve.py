@@ -1,7 +1,8 @@
 """A REST API over a :class:`~fr_lib.recognition.gallery.Gallery`: enroll people, match photos, list and delete people.
 
-Start it with ``fr serve`` (the bearer token comes from ``$FR_API_TOKEN`` or ``--token-file``); the OpenAPI docs
-are at ``/docs``. A session with curl::
+Start it with ``fr serve`` (the bearer token comes from ``$FR_API_TOKEN`` or ``--token-file``, an optional
+read-only token from ``$FR_API_READ_TOKEN`` or ``--read-token-file``); the OpenAPI docs are at ``/docs``.
+docs/api.md has the whole curl session; in short::
 
     $ export FR_API_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
     $ fr serve --experiment arcface-efficientnet --db gallery.sqlite --port 8000 &
@@ -9,10 +10,11 @@ are at ``/docs``. A session with curl::
     $ curl -s -X POST localhost:8000/people/eileen -H "Authorization: Bearer $FR_API_TOKEN" \\
            -H "Content-Type: application/json" -d "{\\"name\\": \\"Eileen Collins\\", \\"image\\": \\"$IMG\\"}"
     {"person_id":"eileen","name":"Eileen Collins","num_faces":1,"created_at":1795646759.2}
-    $ curl -s -X POST localhost:8000/match -H "Content-Type: application/json" -d "{\\"image\\": \\"$IMG\\"}"
+    $ curl -s -X POST localhost:8000/match -H "Authorization: Bearer $FR_API_TOKEN" \\
+           -H "Content-Type: application/json" -d "{\\"image\\": \\"$IMG\\"}"
     {"match":{"person_id":"eileen","name":"Eileen Collins"},"similarity":1.0,"threshold":0.6654,
      "box":[179.3,60.5,268.2,174.3],"num_faces":1}
-    $ curl -s "localhost:8000/people?page_size=20&page=1"
+    $ curl -s "localhost:8000/people?page_size=20&page=1" -H "Authorization: Bearer $FR_API_TOKEN"
     {"items":[{"person_id":"eileen","name":"Eileen Collins","num_faces":1,"created_at":1795646759.2}],
      "page":1,"page_size":20,"total":1}
     $ curl -s -X DELETE localhost:8000/people/eileen -w " %{http_code}\\n"
@@ -34,11 +36,15 @@ Endpoints:
     GET    /people/{person_id}   one person;  DELETE /people/{person_id} -> 204
     GET    /health               model name, embedding_size, number of people
 
-Safety: every write (POST /people, DELETE) needs ``Authorization: Bearer <token>`` (compared in constant time);
+Safety: every endpoint except /health and the docs needs ``Authorization: Bearer <token>`` (compared in constant
+time): the write token for everything, the optional read token for the reads only (POST /match, GET /people,
+GET /people/{id}): a kiosk can identify faces but not enroll or delete anyone. Reads are the sensitive part of a
+face registry (who is enrolled; who a stranger's photo shows), so ``ServeLimits(public_reads=True)``
+(``fr serve --public-reads``) is the deliberate, logged way to open them;
 request bodies over ``max_request_bytes`` get 413 before being parsed, images over ``max_image_side`` pixels 413
 before being decoded; person ids must match ``PERSON_ID_PATTERN`` (only parameterised SQL is used anyway).
 Errors are precise 4xx answers: 400 malformed JSON / base64 / undecodable image, 401 missing or wrong token,
-404 unknown id, 409 existing id, 413 too large, 422 wrong embedding size / no face / invalid fields; 503 if the
+403 the read-only token on a write, 404 unknown id, 409 existing id, 413 too large, 422 wrong embedding size / no face / invalid fields; 503 if the
 database stays locked. Durability comes from the gallery (SQLite WAL, one transaction per enrollment).
 """
 # no `from __future__ import annotations`: FastAPI must see the real types of the locally defined models
@@ -62,11 +68,12 @@ from fr_lib.recognition.pipeline import ImageLoadError
 class ServeLimits:
     """max_request_bytes: largest request body accepted (bytes; a base64 image is 4/3 of the file).
     max_image_side: largest width or height of an uploaded photo, px. max_page_size: largest page of a listing.
-    protect_reads: also require the token for GET /people and POST /match."""
+    public_reads: answer POST /match and GET /people[/{id}] without any token (off by default: who is enrolled
+    and who a photo shows are what a face registry must not tell strangers)."""
     max_request_bytes: int = 10 * 1024 * 1024
     max_image_side: int = 4096
     max_page_size: int = 500
-    protect_reads: bool = False
+    public_reads: bool = False
 
 
 class _BodySizeLimit:
@@ -154,9 +161,15 @@ def decode_image(data: str, max_side: int) -> np.ndarray:
         raise ValueError(400, f"undecodable image: {e}") from None
 
 
-def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | None = None):
+MIN_TOKEN_LENGTH = 8
+
+
+def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | None = None,
+               read_token: str | None = None):
     """The FastAPI application. ``pipeline`` (FacePipeline or None: then only precomputed embeddings are accepted)
-    must produce the gallery's embedding space; ``token`` is the bearer token required for writes."""
+    must produce the gallery's embedding space. ``token``: the bearer token for every endpoint but /health and
+    the docs; ``read_token`` (optional, must differ from ``token``): a second token that POST /match and
+    GET /people[/{id}] also accept, but enrollment and deletion do not."""
     from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
     from fastapi.exception_handlers import request_validation_exception_handler
     from fastapi.exceptions import RequestValidationError
@@ -164,8 +177,14 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field
 
-    if not token or len(token) < 8:
-        raise ValueError("the API token must be at least 8 characters (set FR_API_TOKEN or use --token-file)")
+    if not token or len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the API token must be at least {MIN_TOKEN_LENGTH} characters (set FR_API_TOKEN or use "
+                         "--token-file)")
+    if read_token is not None and len(read_token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the read-only API token must be at least {MIN_TOKEN_LENGTH} characters (set "
+                         "FR_API_READ_TOKEN or use --read-token-file)")
+    if read_token is not None and hmac.compare_digest(read_token.encode(), token.encode()):
+        raise ValueError("the read-only token equals the write token: give FR_API_READ_TOKEN a different value")
     if pipeline is not None and (pipeline.model_name, pipeline.embedding_size) != (gallery.model_name,
                                                                                     gallery.embedding_size):
         raise GalleryError(f"pipeline model {pipeline.model_name!r} does not match the gallery's "
@@ -218,19 +237,38 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
         people: int
 
     app = FastAPI(title="fr_lib face registration", version="1",
-                  description="Enroll people and match photos against an SQLite gallery. Writes need a bearer "
-                              "token.")
+                  description="Enroll people and match photos against an SQLite gallery. Every endpoint but "
+                              "/health needs a bearer token; a read-only token, if configured, opens the reads.")
     app.add_middleware(_BodySizeLimit, limit=limits.max_request_bytes)
     bearer = HTTPBearer(auto_error=False, description="the server's API token")
 
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def _presented(credentials: HTTPAuthorizationCredentials | None) -> bytes:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(401, "invalid bearer token",
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return credentials.credentials.encode()
 
-    read_guard = [Depends(require_token)] if limits.protect_reads else []
+    def _invalid() -> HTTPException:
+        return HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        presented = _presented(credentials)
+        if hmac.compare_digest(presented, token.encode()):
+            return
+        if read_token is not None and hmac.compare_digest(presented, read_token.encode()):
+            # a valid token without the right: 403, so a kiosk's operator sees it is the token's scope, not a typo
+            raise HTTPException(403, "the read-only token cannot enroll or delete: use the write token "
+                                     "(FR_API_TOKEN)")
+        raise _invalid()
+
+    def require_read_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        presented = _presented(credentials)
+        # both comparisons always run: which token matched does not show in the timing
+        write_ok = hmac.compare_digest(presented, token.encode())
+        read_ok = read_token is not None and hmac.compare_digest(presented, read_token.encode())
+        if not (write_ok or read_ok):
+            raise _invalid()
+
+    read_guard = [] if limits.public_reads else [Depends(require_read_token)]
     person_id_path = Path(..., pattern=PERSON_ID_PATTERN, description="letters, digits, _ . @ - (1-128)")
 
     @app.exception_handler(RequestValidationError)
@@ -284,7 +322,7 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
         return PersonOut(person_id=p.person_id, name=p.name, num_faces=p.num_faces, created_at=p.created_at)
 
     @app.post("/people/{person_id}", status_code=201, response_model=PersonOut, dependencies=[Depends(require_token)],
-              responses={400: {}, 401: {}, 409: {}, 413: {}, 422: {}}, summary="Enroll a person")
+              responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}}, summary="Enroll a person")
     def enroll(body: EnrollRequest, person_id: str = person_id_path):
         embedding, _, _ = _embedding_of(body.image, body.embedding, body.aligned)
         try:
@@ -296,7 +334,8 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
             raise HTTPException(422, str(e)) from None
         return _out(person)
 
-    @app.post("/match", response_model=MatchOut, dependencies=read_guard, responses={400: {}, 413: {}, 422: {}},
+    @app.post("/match", response_model=MatchOut, dependencies=read_guard,
+              responses={400: {}, 401: {}, 413: {}, 422: {}},
               summary="Find the enrolled person nearest to the largest face of a photo")
     def match(body: MatchRequest):
         embedding, box, n = _embedding_of(body.image, body.embedding, body.aligned, need_face=False)
@@ -307,12 +346,13 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
                         similarity=None if np.isnan(m.similarity) else m.similarity, threshold=gallery.threshold,
                         box=box, num_faces=n)
 
-    @app.get("/people", response_model=PeoplePage, dependencies=read_guard, summary="List people, page by page")
+    @app.get("/people", response_model=PeoplePage, dependencies=read_guard, responses={401: {}},
+             summary="List people, page by page")
     def list_people(page_size: int = Query(50, ge=1, le=limits.max_page_size), page: int = Query(1, ge=1, le=10**9)):
         people, total = gallery.list_people(page=page, page_size=page_size)
         return PeoplePage(items=[_out(p) for p in people], page=page, page_size=page_size, total=total)
 
-    @app.get("/people/{person_id}", response_model=PersonOut, dependencies=read_guard, responses={404: {}})
+    @app.get("/people/{person_id}", response_model=PersonOut, dependencies=read_guard, responses={401: {}, 404: {}})
     def get_person(person_id: str = person_id_path):
         person = gallery.get(person_id)
         if person is None:
@@ -320,7 +360,7 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
         return _out(person)
 
     @app.delete("/people/{person_id}", status_code=204, dependencies=[Depends(require_token)],
-                responses={401: {}, 404: {}}, summary="Delete a person and all their faces")
+                responses={401: {}, 403: {}, 404: {}}, summary="Delete a person and all their faces")
     def delete_person(person_id: str = person_id_path):
         try:
             gallery.remove(person_id)

@@ -1,5 +1,6 @@
-"""The REST service against a real uvicorn server on loopback: the four endpoints, concurrency, bad input, tokens,
-restart persistence, and a schemathesis run over the OpenAPI schema."""
+"""The REST service against a real uvicorn server on loopback: the four endpoints, concurrency, bad input, tokens
+(write, read-only, none, wrong; public reads), restart persistence, and a schemathesis run over the OpenAPI
+schema. The ``server`` fixture's client sends the write token on every request; the auth tests use bare clients."""
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,9 @@ from fr_lib.recognition.gallery import Gallery
 from fr_lib.recognition.serve import ServeLimits, create_app
 
 TOKEN = "test-token-0123456789"
+READ_TOKEN = "read-only-token-9876543210"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
 DIM = 16
 
 
@@ -40,7 +43,7 @@ def astronaut():
 def server(tmp_path, pipeline):
     gallery = Gallery(tmp_path / "gallery.sqlite", pipeline, threshold=0.5)
     app = create_app(pipeline, gallery, TOKEN, ServeLimits(max_request_bytes=2_000_000, max_image_side=1024))
-    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
         yield client, gallery
     gallery.close()
 
@@ -187,33 +190,102 @@ def test_size_limits(server, astronaut):
     assert r.status_code == 413 and "1500x8" in r.json()["detail"]
 
 
-def test_token_required_for_writes(server):
-    client, _ = server
-    body = {"name": "x", "embedding": [1.0] * DIM}
-    r = client.post("/people/x", json=body)
-    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
-    assert client.post("/people/x", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.post("/people/x", json=body, headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
-    assert client.post("/people/x", json=body, headers={"Authorization": TOKEN}).status_code == 401
-    assert client.post("/people/x", json=body, headers=AUTH).status_code == 201
-    assert client.delete("/people/x").status_code == 401
-    assert client.delete("/people/x", headers={"Authorization": "Bearer " + TOKEN[:-1]}).status_code == 401
-    assert client.get("/people").json()["total"] == 1  # reads are open by default
-    assert client.delete("/people/x", headers=AUTH).status_code == 204
+def _call_every_endpoint(client, headers, pid="x"):
+    """One request to each endpoint with ``headers`` -> {endpoint: status code}."""
+    body = {"name": pid, "embedding": [1.0] * DIM}
+    return {
+        "enroll": client.post(f"/people/{pid}", json={**body, "mode": "append"}, headers=headers).status_code,
+        "match": client.post("/match", json={"embedding": [1.0] * DIM}, headers=headers).status_code,
+        "list": client.get("/people", headers=headers).status_code,
+        "get": client.get(f"/people/{pid}", headers=headers).status_code,
+        "health": client.get("/health", headers=headers).status_code,
+        "docs": client.get("/docs", headers=headers).status_code,
+        "openapi": client.get("/openapi.json", headers=headers).status_code,
+    }
 
 
-def test_protect_reads_and_weak_token(tmp_path):
+OPEN = {"health": 200, "docs": 200, "openapi": 200}
+READS = ("match", "list", "get")
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    """A server with a write and a read-only token, holding one person "x" -> (bare client, gallery)."""
+    gallery = Gallery(tmp_path / "g.sqlite", model_name="precomputed", embedding_size=DIM, threshold=0.5)
+    gallery.add_person("x", "x", np.ones((1, DIM)))
+    app = create_app(None, gallery, TOKEN, read_token=READ_TOKEN)
+    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client, gallery
+    gallery.close()
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-123"},
+                                     {"Authorization": f"Bearer {TOKEN[:-1]}"},
+                                     {"Authorization": f"Bearer {READ_TOKEN}x"},
+                                     {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}],
+                         ids=["none", "wrong", "write-prefix", "read-suffix", "basic-scheme", "no-scheme"])
+def test_no_or_wrong_token_gets_401_everywhere_but_health_and_docs(auth_server, headers):
+    client, gallery = auth_server
+    codes = _call_every_endpoint(client, headers)
+    codes["delete"] = client.delete("/people/x", headers=headers).status_code
+    assert codes == {"enroll": 401, "match": 401, "list": 401, "get": 401, "delete": 401, **OPEN}
+    r = client.get("/people", headers=headers)
+    assert r.headers["www-authenticate"].startswith("Bearer") and "people" not in r.text  # no names leak
+    assert "bearer token" in r.json()["detail"]
+    assert len(gallery) == 1 and gallery.get("x").num_faces == 1  # nothing was written
+
+
+def test_read_token_reads_but_never_writes(auth_server):
+    client, gallery = auth_server
+    codes = _call_every_endpoint(client, READ_AUTH)
+    codes["delete"] = client.delete("/people/x", headers=READ_AUTH).status_code
+    assert codes == {"enroll": 403, "match": 200, "list": 200, "get": 200, "delete": 403, **OPEN}
+    r = client.post("/people/y", json={"name": "y", "embedding": [1.0] * DIM}, headers=READ_AUTH)
+    assert r.status_code == 403 and "read-only" in r.json()["detail"]
+    assert gallery.get("x").num_faces == 1 and gallery.get("y") is None  # neither the append nor the delete ran
+    match = client.post("/match", json={"embedding": [1.0] * DIM}, headers=READ_AUTH).json()
+    assert match["match"] == {"person_id": "x", "name": "x"} and match["similarity"] == pytest.approx(1.0)
+    assert [p["person_id"] for p in client.get("/people", headers=READ_AUTH).json()["items"]] == ["x"]
+
+
+def test_write_token_does_everything(auth_server):
+    client, gallery = auth_server
+    codes = _call_every_endpoint(client, AUTH)
+    codes["delete"] = client.delete("/people/x", headers=AUTH).status_code
+    assert codes == {"enroll": 201, "match": 200, "list": 200, "get": 200, "delete": 204, **OPEN}
+    assert len(gallery) == 0
+
+
+def test_public_reads_open_reads_only(tmp_path):
+    gallery = Gallery(tmp_path / "g.sqlite", model_name="precomputed", embedding_size=DIM, threshold=0.5)
+    gallery.add_person("x", "x", np.ones((1, DIM)))
+    app = create_app(None, gallery, TOKEN, ServeLimits(public_reads=True), read_token=READ_TOKEN)
+    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        codes = _call_every_endpoint(client, {})
+        codes["delete"] = client.delete("/people/x", headers={}).status_code
+        assert codes == {"enroll": 401, "match": 200, "list": 200, "get": 200, "delete": 401, **OPEN}
+        assert client.get("/people").json()["items"][0]["person_id"] == "x"
+        # the read token keeps its limits; the write token still writes
+        assert client.delete("/people/x", headers=READ_AUTH).status_code == 403
+        assert client.delete("/people/x", headers=AUTH).status_code == 204
+    gallery.close()
+
+
+def test_weak_or_reused_tokens_are_refused(tmp_path):
     gallery = Gallery(tmp_path / "g.sqlite", model_name="m", embedding_size=4)
     with pytest.raises(ValueError, match="at least 8"):
         create_app(None, gallery, "short")
-    app = create_app(None, gallery, TOKEN, ServeLimits(protect_reads=True))
+    with pytest.raises(ValueError, match="read-only API token must be at least 8"):
+        create_app(None, gallery, TOKEN, read_token="short")
+    with pytest.raises(ValueError, match="equals the write token"):
+        create_app(None, gallery, TOKEN, read_token=TOKEN)
+    app = create_app(None, gallery, TOKEN)  # no model loaded: embeddings only
     with ServerThread(app) as url, httpx.Client(base_url=url) as client:
-        assert client.get("/people").status_code == 401
-        assert client.get("/people", headers=AUTH).status_code == 200
-        r = client.post("/match", json={"image": "AAAA"})  # no model loaded: embeddings only
-        assert r.status_code == 401
+        assert client.post("/match", json={"image": "AAAA"}).status_code == 401  # auth before anything else
         r = client.post("/match", json={"image": png_base64(np.zeros((8, 8, 3), np.uint8))}, headers=AUTH)
         assert r.status_code == 422 and "embedding" in r.json()["detail"]
+        # no read token configured: a made-up one is simply wrong
+        assert client.get("/people", headers=READ_AUTH).status_code == 401
 
 
 _SERVER_SCRIPT = textwrap.dedent("""
@@ -258,7 +330,7 @@ def test_restart_keeps_every_record(tmp_path):
         proc.wait()
     proc = _start_server(script, db, port)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=AUTH) as client:
             listing = client.get("/people?page_size=100").json()
             assert sorted(p["person_id"] for p in listing["items"]) == [f"p{i}" for i in range(9)]
             assert {p["name"] for p in listing["items"]} == {f"P{i}" for i in range(9)}
@@ -298,3 +370,53 @@ def test_schemathesis_never_a_server_error(tmp_path):
             check()
         assert failures == []
         assert len(calls) >= 5 * 2 * 5 and any(c < 300 for c in calls) and any(400 <= c < 500 for c in calls)
+
+
+def test_fr_serve_cli_tokens_and_public_reads_warning(tmp_path, monkeypatch, capsys):
+    """`fr serve` passes both tokens on, refuses a missing or empty one with exit 2, warns about --public-reads."""
+    import fr_lib.cli.serve as cli_serve
+    import fr_lib.recognition.serve as serve_module
+    from fr_lib.cli import main
+
+    served = []
+    monkeypatch.setattr(cli_serve, "load_pipeline", lambda args: (None, 0.5, "test"))
+    monkeypatch.setattr(serve_module, "run_server", lambda app, **kw: served.append(app))
+    monkeypatch.setattr(Gallery, "__init__", _precomputed_gallery_init(Gallery.__init__))
+    db = ["--checkpoint", "unused.pt", "--db", str(tmp_path / "g.sqlite")]
+
+    monkeypatch.delenv("FR_API_TOKEN", raising=False)
+    monkeypatch.delenv("FR_API_READ_TOKEN", raising=False)
+    assert main(["serve", *db]) == 2
+    assert "FR_API_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("FR_API_TOKEN", TOKEN)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    assert main(["serve", *db, "--read-token-file", str(empty)]) == 2
+    assert "--read-token-file" in capsys.readouterr().err
+    monkeypatch.setenv("FR_API_READ_TOKEN", TOKEN)
+    assert main(["serve", *db]) == 2 and "different value" in capsys.readouterr().err
+
+    monkeypatch.setenv("FR_API_READ_TOKEN", READ_TOKEN)
+    assert main(["serve", *db]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["serve", *db, "--public-reads"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --public-reads" in err and "WITHOUT a token" in err
+    protected, public = served
+    with ServerThread(protected) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/people").status_code == 401
+        assert client.get("/people", headers=READ_AUTH).status_code == 200
+        assert client.delete("/people/x", headers=READ_AUTH).status_code == 403
+    with ServerThread(public) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/people").status_code == 200
+        assert client.delete("/people/x").status_code == 401
+
+
+def _precomputed_gallery_init(init):
+    """Gallery.__init__ that, given no pipeline, opens an embeddings-only gallery (as a test server has no model)."""
+    def patched(self, path, pipeline=None, **kw):
+        if pipeline is None:
+            kw.setdefault("model_name", "precomputed")
+            kw.setdefault("embedding_size", DIM)
+        return init(self, path, pipeline, **kw)
+    return patched
