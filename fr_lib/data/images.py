@@ -1,6 +1,7 @@
 """Reading one image file into 8-bit RGB, whatever its mode (CMYK, L, LA, P, RGBA, 16-bit, float)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,24 @@ def load_rgb(path, draft_size: tuple[int, int] | None = None) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
-        with Image.open(path) as im:
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found") from None
+    except OSError as e:
+        raise ImageLoadError(path, f"unreadable ({e.strerror or e})") from None
+    return _decode(path, path, draft_size)
+
+
+def decode_rgb(data: bytes, name: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """load_rgb for encoded image bytes held in memory (a record of a RecordIO pack); ``name`` is reported in
+    ImageLoadError."""
+    if not data:
+        raise ImageLoadError(name, "empty image (0 bytes)")
+    return _decode(io.BytesIO(data), name, draft_size)
+
+
+def _decode(source, name, draft_size) -> Image.Image:
+    try:
+        with Image.open(source) as im:
             if draft_size is not None and im.format == "JPEG":
                 im.draft("RGB", draft_size)
             im.load()
@@ -58,13 +76,13 @@ def load_rgb(path, draft_size: tuple[int, int] | None = None) -> Image.Image:
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError(path, "not a recognised image format") from None
+        raise ImageLoadError(name, "not a recognised image format") from None
     except FileNotFoundError:
-        raise ImageLoadError(path, "file not found") from None
+        raise ImageLoadError(name, "file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         msg = str(e).split("\n")[0]
         if "truncated" in msg:
             reason = "truncated image"
         else:
             reason = f"corrupt image ({type(e).__name__}: {msg})"
-        raise ImageLoadError(path, reason) from None
+        raise ImageLoadError(name, reason) from None
