@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fr_lib.evaluation.held_out import eval_transform   # the one eval transform (also imported from here)
+
 
 @dataclass
 class PairsResult:
@@ -40,35 +42,14 @@ class PairsResult:
                 "ROC-AUC": self.roc_auc}
 
 
-def eval_transform(normalization: str, image_size: int):
-    """Eval-time transform for a model's ``normalization``: fr_lib.data.build_transforms for 'imagenet'/'facenet';
-    'unit' (dlib-resnet: images scaled to [0, 1], no mean/std) is built here because build_transforms does not
-    know it."""
-    from fr_lib.data import NORMALIZATIONS, build_transforms
-
-    if normalization in NORMALIZATIONS:
-        return build_transforms(normalization, image_size, train=False)
-    if normalization != "unit":
-        raise ValueError(f"unknown normalization {normalization!r}; expected one of "
-                         f"{sorted(NORMALIZATIONS) + ['unit']}")
-    import torch
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True)])
-
-
-def pair_scores(model, meta: dict, pairs, device: str = "cpu", batch_size: int = 64, flip: bool = False,
+def embed_paths(model, meta: dict, paths, device: str = "cpu", batch_size: int = 64, flip: bool = False,
                 cache_path: str | os.PathLike | None = None, progress: bool = True) -> np.ndarray:
-    """Cosine similarity (n_pairs,) float64 of each LFWPair (absolute path1, path2) under ``model``.
-
-    meta: resolve_embedder's meta (image_size, normalization). Distinct images are embedded once."""
+    """(N, D) float32 unit embeddings of image files (absolute paths, any folders) under ``model`` with ``meta``'s
+    image_size and normalization. Raises ValueError when an image cannot be read."""
     from fr_lib.data import FaceFolder, FolderIndex
     from fr_lib.evaluation.embed import extract_embeddings
 
-    paths = sorted({p for pair in pairs for p in (pair.path1, pair.path2)})
-    if not paths:
-        raise ValueError("no pairs to score")
+    paths = [str(p) for p in paths]
     root = Path(os.path.commonpath(paths))
     if root.is_file():
         root = root.parent
@@ -80,6 +61,38 @@ def pair_scores(model, meta: dict, pairs, device: str = "cpu", batch_size: int =
                              progress=progress).embeddings
     if dataset.load_errors:
         raise ValueError(f"{len(dataset.load_errors)} pair image(s) could not be read, e.g. {dataset.load_errors[0]}")
+    return emb
+
+
+def pair_scores(model, meta: dict, pairs, device: str = "cpu", batch_size: int = 64, flip: bool = False,
+                cache_path: str | os.PathLike | None = None, progress: bool = True, raw_root=None,
+                native_info: dict | None = None) -> np.ndarray:
+    """Cosine similarity (n_pairs,) float64 of each LFWPair (absolute path1, path2) under ``model``.
+
+    meta: resolve_embedder's meta (image_size, normalization). Distinct images are embedded once. ``raw_root``: the
+    folder the aligned pair images were aligned from; a pretrained baseline with a native preprocessing
+    (fr_lib.embedders.native) is then embedded from the source photos (``native_info``, when given, receives
+    'preprocessing' and the 'fallbacks' that used the crop)."""
+    from fr_lib.embedders.native import embed_photos, native_preprocessing
+
+    paths = sorted({p for pair in pairs for p in (pair.path1, pair.path2)})
+    if not paths:
+        raise ValueError("no pairs to score")
+    if raw_root is not None and native_preprocessing(meta.get("name", "")):
+        root = Path(paths[0]).parents[1]          # pair images are <aligned root>/<identity>/<file>
+        if any(Path(p).parents[1] != root for p in paths):
+            raise ValueError(f"native preprocessing needs every pair image in one aligned folder "
+                             f"<root>/<identity>/<file>; got images outside {root}")
+        rel = [Path(p).relative_to(root).as_posix() for p in paths]
+        by_rel = dict(zip(rel, paths))
+        native = embed_photos(model, meta, rel, root, raw_root, device=device, progress=progress,
+                              crop_embed=lambda rels: embed_paths(model, meta, [by_rel[r] for r in rels],
+                                                                  device, batch_size, progress=False))
+        emb = native.embeddings
+        if native_info is not None:
+            native_info.update(preprocessing=native.preprocessing, fallbacks=native.fallbacks)
+    else:
+        emb = embed_paths(model, meta, paths, device, batch_size, flip, cache_path, progress)
     row = {p: i for i, p in enumerate(paths)}
     a = emb[[row[pair.path1] for pair in pairs]].astype(np.float64)
     b = emb[[row[pair.path2] for pair in pairs]].astype(np.float64)

@@ -107,3 +107,32 @@ def test_embed_photos_native_rows_and_counted_fallbacks(embedder, astronaut, tmp
 def test_embed_photos_refuses_models_without_native_preprocessing(tmp_path):
     with pytest.raises(ValueError, match="no native preprocessing"):
         embed_photos(None, {"name": "ce-efficientnet"}, [], tmp_path, tmp_path, lambda p: None)
+
+
+def test_pair_scores_from_source_photos(embedder, astronaut, tmp_path):
+    """fr eval --pairs with --raw: the dlib row's pair scores are the cosines of dlib's own descriptors of the
+    SOURCE photos, not of the crops (here the crops are deliberately blank, so only the source can score)."""
+    from fr_lib.evaluation.metrics.verification import LFWPair
+    from fr_lib.evaluation.pair_verification import pair_scores
+
+    raw, aligned = tmp_path / "raw", tmp_path / "aligned"
+    photos = {"a/1.jpg": astronaut, "a/2.jpg": np.ascontiguousarray(astronaut[:, ::-1]),
+              "b/1.jpg": np.ascontiguousarray(astronaut[::-1].transpose(1, 0, 2)[::-1])}   # rotated: other "person"
+    for rel, img in photos.items():
+        for root in (raw, aligned):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(raw / rel, quality=95)
+        Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(aligned / rel)
+    pairs = [LFWPair(str(aligned / "a/1.jpg"), str(aligned / "a/2.jpg"), True, 0),
+             LFWPair(str(aligned / "a/1.jpg"), str(aligned / "b/1.jpg"), False, 0)]
+    meta = {"name": "dlib-resnet", "embedding_size": 128, "image_size": 150, "normalization": "unit"}
+    info: dict = {}
+    scores = pair_scores(embedder, meta, pairs, raw_root=raw, native_info=info, progress=False)
+    desc = {rel: embedder.describe_photo(np.asarray(Image.open(raw / rel).convert("RGB"))).descriptors
+            for rel in photos}
+    fallbacks = {rel for rel, _ in info["fallbacks"]}
+    assert "a/1.jpg" not in fallbacks and "a/2.jpg" not in fallbacks
+    assert scores[0] == pytest.approx(float(desc["a/1.jpg"][0] @ desc["a/2.jpg"][0]), abs=1e-5)
+    assert info["preprocessing"] == NATIVE_PREPROCESSING["dlib-resnet"]
+    crop_scores = pair_scores(embedder, meta, pairs, progress=False)      # blank crops: identical descriptors
+    assert crop_scores[0] == pytest.approx(1.0, abs=1e-5) and scores[0] < 0.999
