@@ -7,7 +7,6 @@ photo to float64 (576 MB for a 6000x4000 photo) while PIL only computes the outp
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 from skimage.transform import SimilarityTransform
 
@@ -68,6 +67,7 @@ def crop_face(image, box: np.ndarray, size: int = 160, margin: float | None = No
     """facenet-pytorch's box crop: the (4,) ``[x1, y1, x2, y2]`` box grown by ``margin`` px *of the output*
     (facenet_pytorch.extract_face semantics; default 14 px at 160, scaled with size) and resized to
     ``(size, size, 3)`` uint8. No rotation: the eyes stay wherever they were."""
+    import torch  # here, not at the top: align_face stays torch-free
     from facenet_pytorch.models.utils.detect_face import extract_face
 
     margin = 14 * size / 160 if margin is None else margin

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("data", "align", "train", "eval", "compare", "recognize", "serve", "demo", "recipe")
+SUBCOMMANDS = ("data", "align", "train", "eval", "compare", "recognize", "serve", "export", "demo", "recipe")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "folder name under runs/); its best.pt and threshold.json are used")
     parser.add_argument("--checkpoint", type=Path, metavar="PATH",
                         help="a checkpoint file instead of --experiment (threshold.json is looked up beside it)")
+    parser.add_argument("--model", type=Path, metavar="MODEL.onnx",
+                        help="an exported model (`fr export`) run on onnxruntime instead of --experiment; its "
+                             "contract gives the preprocessing and the calibrated threshold")
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="cosine similarity threshold (default: the FPR=0.01 one stored by `fr eval`)")
     parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default: cuda if available)")
@@ -79,11 +82,34 @@ def load_pipeline(args):
     from fr_lib.recognition.pipeline import FacePipeline
 
     checkpoint = resolve_checkpoint(args)
+    if getattr(args, "model", None) is not None:
+        return _onnx_pipeline(args)
     threshold, source = resolve_threshold(args, checkpoint)
     return FacePipeline.from_experiment(checkpoint, device=resolve_device(args.device)), threshold, source
 
 
 def run_cli(handler, args) -> int:
+def _onnx_pipeline(args):
+    """--model MODEL.onnx: FacePipeline on onnxruntime; threshold from --threshold, else from the contract."""
+    from fr_lib.recognition.pipeline import FacePipeline
+
+    if args.experiment or args.checkpoint:
+        raise CliError("give either --model MODEL.onnx or --experiment/--checkpoint, not both")
+    if not args.model.is_file():
+        raise CliError(f"exported model {args.model} does not exist (make it with `fr export`)")
+    try:
+        pipeline = FacePipeline.from_onnx(args.model, device=resolve_device(args.device))
+    except (ValueError, ImportError, RuntimeError) as e:
+        raise CliError(str(e)) from e
+    if args.threshold is not None:
+        return pipeline, float(args.threshold), "--threshold"
+    contract = pipeline.model.contract
+    if contract.get("threshold") is None:
+        raise CliError(f"{args.model} carries no calibrated threshold (its run had no threshold.json when it was "
+                       "exported): pass --threshold T, or run `fr eval` and export again")
+    return pipeline, float(contract["threshold"]), f"FPR={contract.get('threshold_fpr', '?')}, {args.model} contract"
+
+
     """Call handler(args); user errors (CliError, bad input) -> message on stderr and exit status 2."""
     from fr_lib.recognition.gallery import GalleryError
     from fr_lib.recognition.pipeline import FaceCountError, ImageLoadError

@@ -11,6 +11,8 @@ Names (``embedder_choices()`` lists them):
 - a registered experiment name: its checkpoint, found through ``checkpoint_for`` (a dict or a callable
   name -> path, supplied by the caller since fr_lib does not import config) or ``runs_dir/<name>/best.pt``.
 - a path to a checkpoint file (``.pt``/``.pth``) written by fr_lib.training.loop.
+- a path to an exported model (``.onnx``, ``fr export``): an fr_lib.embedders.onnx.OnnxEmbedder on onnxruntime,
+  described by the contract inside the file; resolving it imports nothing from torch.
 
 Every model maps (B, 3, H, W) float images, prepared with ``build_transforms(meta['normalization'],
 meta['image_size'], train=False)``, to L2-normalised (B, meta['embedding_size']) float32 embeddings, and is returned
@@ -22,8 +24,6 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping, Union
 
-import torch
-
 PRETRAINED = {
     "dlib-resnet": "dlib's ResNet face descriptor, 128-d (pretrained, offline; pip install 'fr_lib[dlib]')",
     "facenet-vggface2": "facenet-pytorch InceptionResnetV1 trained on VGGFace2 (downloads weights once)",
@@ -31,6 +31,7 @@ PRETRAINED = {
 }
 RANDOM_PREFIX = "random-"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+ONNX_SUFFIX = ".onnx"
 
 CheckpointLookup = Union[Mapping[str, Union[str, os.PathLike]], Callable[[str], Union[str, os.PathLike, None]], None]
 
@@ -71,6 +72,8 @@ def _load_checkpoint(path, name: str | None, device: str) -> tuple[torch.nn.Modu
 def _random_backbone(name: str, backbone: str) -> tuple[torch.nn.Module, dict]:
     """random-<backbone>[@<px>]: '@64' embeds at 64 px instead of the backbone's default size (compare a random
     row at the very input size the trained rows use)."""
+    import torch
+
     from models_definition import build_backbone
 
     backbone, _, px = backbone.partition("@")
@@ -111,7 +114,7 @@ def embedder_choices(checkpoint_for: CheckpointLookup = None, runs_dir=None) -> 
 def resolve_embedder(name_or_path, device: str = "cpu", runs_dir=None,
                      checkpoint_for: CheckpointLookup = None) -> tuple[torch.nn.Module, dict]:
     """Embedding model for a name or checkpoint path (see the module docstring) -> (model in eval mode on device,
-    meta). meta: name, kind ('pretrained' | 'random' | 'checkpoint'), image_size (px), normalization ('imagenet' |
+    meta). meta: name, kind ('pretrained' | 'random' | 'checkpoint' | 'onnx'), image_size (px), normalization ('imagenet' |
     'facenet' | 'unit'), embedding_size, backbone, checkpoint (path or None); checkpoints add load_embedder's keys
     (config dict, ...).
 
@@ -122,7 +125,15 @@ def resolve_embedder(name_or_path, device: str = "cpu", runs_dir=None,
     """
     text = os.fspath(name_or_path)
     is_path = isinstance(name_or_path, os.PathLike) or text.endswith(CHECKPOINT_SUFFIXES) or os.sep in text
-    if is_path:
+    if text.endswith(ONNX_SUFFIX):
+        from fr_lib.embedders.onnx import OnnxEmbedder
+
+        model = OnnxEmbedder(text, device=device)  # FileNotFoundError / ValueError name the file
+        c = model.contract
+        meta = {**_meta(Path(text).stem, "onnx", model), "checkpoint": None, "onnx": text,
+                "model_name": model.model_name, "config": {"data": c["data_config"]} if c.get("data_config") else None,
+                "threshold": c.get("threshold")}
+    elif is_path:
         if not Path(text).is_file():
             raise FileNotFoundError(f"no checkpoint file {text}")
         model, meta = _load_checkpoint(text, None, device)

@@ -39,7 +39,10 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
 
 
 def weights_hash(model) -> str:
-    """sha1 over the model's state dict (names, shapes, bytes)."""
+    """sha1 over the model's state dict (names, shapes, bytes); an exported model (OnnxEmbedder) gives the sha1 of
+    its file."""
+    if hasattr(model, "weights_sha1"):
+        return model.weights_sha1
     h = hashlib.sha1()
     for name, t in model.state_dict().items():
         h.update(name.encode())

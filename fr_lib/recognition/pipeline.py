@@ -73,7 +73,9 @@ class FacePipeline:
     """Detect, align and embed faces with one embedding model.
 
     Args:
-        model: nn.Module mapping (B, 3, image_size, image_size) normalised float images to (B, D) embeddings.
+        model: nn.Module mapping (B, 3, image_size, image_size) normalised float images to (B, D) embeddings, or
+            a model that embeds uint8 crops itself (``embed_images(crops) -> (N, D)``: the torch-free
+            fr_lib.embedders.onnx.OnnxEmbedder, see ``from_onnx``).
         image_size: side of the square aligned crop the model takes, px.
         normalization: 'imagenet' (timm backbones) or 'facenet' (InceptionResnetV1), as at training time.
         model_name: names the embedding space (a gallery refuses embeddings from another model_name).
@@ -121,6 +123,17 @@ class FacePipeline:
         name = f"{experiment}:{backbone}:{weights_fingerprint(model)}"
         return cls(model, meta["image_size"], meta["normalization"], model_name=name, device=device, **kwargs)
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "cpu", **kwargs) -> "FacePipeline":
+        """An exported model (``fr export``) on onnxruntime: image_size, normalization and model_name come from
+        its contract (model_name is the PyTorch run's, so the same galleries accept it). Embedding imports no
+        torch; only MTCNN detection does."""
+        from fr_lib.embedders.onnx import OnnxEmbedder
+
+        model = OnnxEmbedder(path, device=device)
+        return cls(model, model.default_image_size, model.normalization, model_name=model.model_name,
+                   device=device, **kwargs)
+
     @property
     def embedding_size(self) -> int:
         if self._embedding_size is None:  # a plain nn.Module: ask it once
@@ -141,9 +154,12 @@ class FacePipeline:
 
     def embed_crops(self, crops, batch_size: int = 64) -> np.ndarray:
         """Aligned face crops (list of (h, w, 3) uint8 arrays / PIL images) -> (N, D) float32 L2-normalised."""
+        crops = [load_image(c) for c in crops]
+        if hasattr(self.model, "embed_images"):  # embeds uint8 crops itself (OnnxEmbedder): no torch here
+            with self._lock:
+                return self.model.embed_images(crops, batch_size=batch_size)
         import torch
 
-        crops = [load_image(c) for c in crops]
         out = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(crops), batch_size):
