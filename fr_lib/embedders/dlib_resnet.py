@@ -32,6 +32,7 @@ INSTALL_HINT = "pip install 'fr_lib[dlib]'  (installs dlib-bin and face_recognit
 MODEL_FILES = {
     "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
     "shape_predictor": "shape_predictor_5_face_landmarks.dat",
+    "shape_predictor_68": "shape_predictor_68_face_landmarks.dat",   # eye contours for liveness (blinks)
     "cnn_detector": "mmod_human_face_detector.dat",
 }
 CHIP_SIZE = 150       # px, the descriptor network's input (dlib.get_face_chip size)
@@ -71,7 +72,8 @@ def default_models_dir() -> Path:
 
 
 def model_path(key: str, models_dir=None) -> Path:
-    """Path of one of MODEL_FILES ('descriptor' | 'shape_predictor' | 'cnn_detector'); FileNotFoundError if absent."""
+    """Path of one of MODEL_FILES ('descriptor' | 'shape_predictor' | 'shape_predictor_68' | 'cnn_detector');
+    FileNotFoundError if absent."""
     if key not in MODEL_FILES:
         raise ValueError(f"unknown dlib model {key!r}; choose one of {sorted(MODEL_FILES)}")
     path = Path(models_dir or default_models_dir()) / MODEL_FILES[key]
