@@ -141,3 +141,32 @@ def test_decode_jpeg_matches_pil_and_reports_bad_images(faces):
         decode_image(jpg[: len(jpg) // 2])
     with pytest.raises(ImageLoadError, match=r"\[1\].*differs"):
         decode_bin_images([jpg, _encode(faces[0][:100, :100])], name="s.bin")
+
+
+def test_sample_pairs_layout_like_lfw_pairs():
+    from fr_lib.data.bin_sets import sample_pairs
+
+    labels = np.repeat(np.arange(8), 5)
+    pairs = sample_pairs(labels, 60, seed=3)
+    assert pairs == sample_pairs(labels, 60, seed=3) and pairs != sample_pairs(labels, 60, seed=4)
+    assert len(pairs) == 60 and len({(min(i, j), max(i, j)) for i, j, _ in pairs}) == 60   # no repeated pair
+    for k, (i, j, same) in enumerate(pairs):
+        assert i != j and same == (labels[i] == labels[j]) and same == (k % 6 < 3)   # per fold: 3 same, 3 different
+    with pytest.raises(ValueError, match="multiple of 20"):
+        sample_pairs(labels, 30)
+    with pytest.raises(ValueError, match="2\\+ images"):
+        sample_pairs(np.arange(10), 20)
+
+
+def test_write_bin_from_folder_keeps_the_files_bytes(synth_root, tmp_path):
+    from fr_lib.data.bin_sets import write_bin_from_folder
+    from fr_lib.data.scan import scan_folder
+
+    path = write_bin_from_folder(synth_root, tmp_path / "synth.bin", n_pairs=40, seed=0)
+    images, issame = load_bin(path)
+    index = scan_folder(synth_root)
+    by_bytes = {(synth_root / p).read_bytes(): lab for p, lab in index.samples}
+    labels = [by_bytes[b] for b in images]                      # every image is one of the files, unchanged
+    assert issame.tolist() == [labels[2 * k] == labels[2 * k + 1] for k in range(40)]
+    assert issame.sum() == 20
+    assert decode_bin_images(images).shape == (80, 112, 112, 3)
