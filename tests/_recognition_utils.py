@@ -100,7 +100,7 @@ def trained_experiment(synth_root, runs_dir) -> dict:
     if key in _TRAINED:
         return _TRAINED[key]
     import config
-    from fr_lib.cli.eval import write_threshold
+    from fr_lib.evaluation.thresholds import write_threshold
     from fr_lib.evaluation.metrics import identification_rate
     from fr_lib.recognition.pipeline import FacePipeline
     from fr_lib.training.loop import train
