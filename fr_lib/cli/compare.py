@@ -56,16 +56,17 @@ def resolve_threshold(args, checkpoint: Path) -> tuple[float, str]:
     """--threshold, else threshold.json beside the checkpoint -> (threshold, where it came from)."""
     if args.threshold is not None:
         return float(args.threshold), "--threshold"
-    path = checkpoint.parent / "threshold.json"
-    if not path.is_file():
-        raise CliError(f"no stored threshold at {path}: run `fr eval --experiment {args.experiment or '...'}` "
-                       "first, or pass --threshold T")
+    from fr_lib.evaluation.thresholds import read_threshold, threshold_path
+
     try:
-        stored = json.loads(path.read_text())
-        threshold = float(stored["threshold"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CliError(f"{path} is not a valid threshold file ({e!r}); rerun `fr eval` or pass --threshold") from e
-    return threshold, f"FPR={stored.get('fpr', '?')}, {path}"
+        stored = read_threshold(checkpoint)
+    except FileNotFoundError as e:
+        raise CliError(f"no stored threshold at {threshold_path(checkpoint)}: run `fr eval --experiments "
+                       f"{args.experiment or '...'}` first, or pass --threshold T") from e
+    except ValueError as e:
+        raise CliError(f"{e} (--threshold T)") from e
+    fpr = stored["fpr"] if stored["fpr"] is not None else "?"
+    return stored["threshold"], f"FPR={fpr}, {threshold_path(checkpoint)}"
 
 
 def resolve_device(name: str) -> str:
