@@ -180,11 +180,12 @@ class VerificationTargets:
         self.batch_size, self.flip = batch_size, flip
 
     @classmethod
-    def for_training(cls, data_cfg, train_cfg, normalization: str) -> "VerificationTargets | None":
+    def for_training(cls, data_cfg, train_cfg, normalization: str, load: bool = True) -> "VerificationTargets | None":
         """From a run's data config (root, image_size, batch_size) and train config (val_targets); None when there
-        are no targets (a folder without val_targets)."""
+        are no targets (a folder without val_targets) or ``load`` is False. Call it on every rank with
+        load = (rank == 0): a missing target then fails on every rank alike, and only rank 0 decodes the sets."""
         paths = discover_val_targets(getattr(data_cfg, "root", None), getattr(train_cfg, "val_targets", ()) or ())
-        if not paths:
+        if not paths or not load:
             return None
         return cls(paths, data_cfg.image_size, normalization, batch_size=data_cfg.batch_size)
 
@@ -210,3 +211,76 @@ class VerificationTargets:
     def summary(self, row: dict) -> str:
         """', lfw 0.9870, agedb_30 0.9120' for the epoch summary line ('' without targets)."""
         return "".join(f", {n} {row.get(f'{n}_accuracy', math.nan):.4f}" for n in self.names)
+
+
+# ------------------------------------------------------------------------------------------- comparison table
+@dataclass
+class BinEvaluation:
+    """results: {model: {set name: PairsResult}}; skipped: {model: reason}; sources: {model: checkpoint or name};
+    sets: {set name: {'path', 'n_pairs'}}."""
+    results: dict
+    skipped: dict
+    sources: dict
+    sets: dict
+
+
+def evaluate_bin_sets(names: Sequence[str], bin_paths: Sequence[str | os.PathLike], resolve, device: str = "cpu",
+                      batch_size: int = 64, cache_dir=None, progress: bool = True, log=print) -> BinEvaluation:
+    """Every model of ``names`` (each turned into (model, meta) by ``resolve(name, device)``, e.g.
+    fr_lib.embedders.resolve_embedder with the project's experiments) on every .bin of ``bin_paths``, by the
+    protocol of this module (flip test on). Sets are decoded once. A model whose ``resolve`` raises ImportError or
+    RuntimeError (an optional extra not installed, pretrained weights offline) is skipped with its reason.
+    cache_dir: embeddings cached per (model, set) as <cache_dir>/<model>-<set>-bin.npz."""
+    from fr_lib.io import safe_filename
+
+    sets = [load_verification_set(p, progress=progress) for p in bin_paths]
+    if len({s.name for s in sets}) != len(sets):
+        raise ValueError(f"verification sets share a name: {[str(s.path) for s in sets]}")
+    results, skipped, sources = {}, {}, {}
+    for name in names:
+        try:
+            model, meta = resolve(name, device)
+        except (ImportError, RuntimeError) as e:
+            log(f"skipped {name}: {e}")
+            skipped[name] = str(e)
+            continue
+        sources[name] = str(meta.get("checkpoint") or name)
+        results[name] = {}
+        for vset in sets:
+            cache = None if cache_dir is None else Path(cache_dir) / f"{safe_filename(name)}-{vset.name}-bin.npz"
+            res = verify_bin(model, meta, vset, device=device, batch_size=batch_size, cache_path=cache,
+                             progress=progress)
+            results[name][vset.name] = res
+            log(f"{name} on {vset.name}: {res.n_pairs} pairs, 10-fold accuracy {res.accuracy:.4f} +- "
+                f"{res.accuracy_std:.4f}, EER {res.eer:.4f}, ROC-AUC {res.roc_auc:.4f}")
+    return BinEvaluation(results, skipped, sources,
+                         {s.name: {"path": str(s.path), "n_pairs": s.n_pairs} for s in sets})
+
+
+def bin_table(results: dict):
+    """{model: {set: PairsResult}} -> DataFrame (rows = models, columns = set names, values = 10-fold accuracy in
+    percent, the unit of the published tables: LFW 99.53 ...)."""
+    from fr_lib.evaluation.report import comparison_table
+
+    return comparison_table({m: {s: 100.0 * r.accuracy for s, r in per_set.items()} for m, per_set in results.items()})
+
+
+def write_bin_report(out_dir, ev: BinEvaluation, stem: str = "bin_verification") -> dict:
+    """<stem>.md / .csv / .html (fr_lib.evaluation.report.write_table: accuracy in %, best per column in bold, 2
+    decimals) and <stem>.json ({'models': {model: {set: PairsResult fields, 'source'}}, 'skipped', 'sets',
+    'protocol'}) under out_dir, atomically. Returns {format: path}."""
+    from fr_lib.evaluation.report import write_table
+    from fr_lib.io import write_json
+
+    if not ev.results:
+        raise ValueError(f"no model could be evaluated: {ev.skipped}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_table(bin_table(ev.results), out_dir, stem=stem, decimals=2)
+    models = {m: {s: {**r.as_dict(), "source": ev.sources.get(m)} for s, r in per_set.items()}
+              for m, per_set in ev.results.items()}
+    paths["json"] = write_json(out_dir / f"{stem}.json", {
+        "protocol": "insightface .bin: flip-summed L2-normalised embeddings, cosine similarity, 10 contiguous "
+                    "folds, threshold of best accuracy on the other 9 (exact search); accuracy in [0, 1]",
+        "models": models, "skipped": ev.skipped, "sets": ev.sets})
+    return paths

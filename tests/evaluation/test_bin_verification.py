@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
-from fr_lib.data.bin_sets import write_bin
+from fr_lib.data.bin_sets import load_bin, write_bin
 from fr_lib.evaluation.bin_verification import (
     VerificationTargets,
     bin_folds,
@@ -196,3 +197,46 @@ def test_discover_val_targets(tmp_path, small_bin):
         discover_val_targets(pack, ("lfw", "calfw"))
     with pytest.raises(ValueError, match="share a name"):
         VerificationTargets([pack / "lfw.bin", folder / "lfw.bin"], 16, "unit")
+
+
+def test_evaluate_bin_sets_table_and_report(small_bin, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from fr_lib.evaluation.bin_verification import evaluate_bin_sets, write_bin_report
+
+    path = small_bin[0]
+    other = write_bin(tmp_path / "other.bin", load_bin(path)[0][::-1], [True, False] * 5)   # same images, reordered
+    models = {"good": _Linear(16), "const": torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 4))}
+    torch.nn.init.zeros_(models["const"][1].weight)
+    torch.nn.init.ones_(models["const"][1].bias)                 # same embedding for every image: chance level
+
+    def resolve(name, device):
+        if name == "offline":
+            raise RuntimeError("weights not downloadable here")
+        return models[name], {"name": name, "image_size": 16, "normalization": "unit"}
+
+    logs = []
+    ev = evaluate_bin_sets(["good", "offline", "const"], [path, other], resolve, cache_dir=tmp_path / "cache",
+                           progress=False, log=logs.append)
+    assert list(ev.results) == ["good", "const"] and ev.skipped == {"offline": "weights not downloadable here"}
+    assert ev.sets == {"tiny_lfw": {"path": str(path), "n_pairs": 10}, "other": {"path": str(other), "n_pairs": 10}}
+    for name, model in models.items():
+        for set_path in (path, other):
+            ref = verify_bin(model, {"image_size": 16, "normalization": "unit"}, set_path, progress=False)
+            assert ev.results[name][Path(set_path).stem] == ref
+    assert any("skipped offline" in line for line in logs)
+    paths = write_bin_report(tmp_path / "out", ev)
+    df = pd.read_csv(paths["csv"], index_col=0)
+    assert list(df.columns) == ["tiny_lfw", "other"] and list(df.index) == ["good", "const"]
+    assert df.loc["good", "tiny_lfw"] == pytest.approx(100 * ev.results["good"]["tiny_lfw"].accuracy)
+    md = paths["md"].read_text()
+    good_row = next(line for line in md.splitlines() if line.startswith("| good |"))
+    best = df.max()
+    for col, cell in zip(df.columns, good_row.strip("| ").split(" | ")[1:]):
+        assert cell.startswith("**") == (df.loc["good", col] == best[col])
+    report = json.loads(paths["json"].read_text())
+    assert report["skipped"] == ev.skipped and report["models"]["const"]["other"]["n_pairs"] == 10
+    with pytest.raises(ValueError, match="no model"):
+        write_bin_report(tmp_path / "none", type(ev)({}, {"x": "y"}, {}, {}))
