@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from fr_lib.data.images import ImageLoadError, load_rgb
+from fr_lib.data.images import ImageLoadError
 from fr_lib.data.scan import FolderIndex, scan_folder
 
 
@@ -15,15 +15,16 @@ class FaceFolder(Dataset):
     """``dataset[i] -> (transform(image), label)``; image is an RGB PIL image before the transform.
 
     Args:
-        root_or_index: a dataset root (scanned with scan_folder defaults) or a FolderIndex.
+        root_or_index: a dataset root (scanned with scan_folder defaults; a RecordIO pack folder too) or a
+            FolderIndex / PackIndex (whose ``load`` decodes a sample).
         transform: applied to the PIL image (e.g. build_transforms(...)).
         samples: optional subset [(path relative to root, label)], e.g. a split; default: all of the index.
         classes: identity names for the labels of ``samples`` (e.g. OpenSetSplit.train_classes); default: the
             index's classes.
 
-    An image that fails to decode at load time (changed on disk since the scan) is recorded (once) in
-    ``load_errors`` [(path, reason)] and replaced by the next image of the same identity, so an epoch never
-    crashes midway.
+    An image that fails to decode at load time (changed on disk since the scan, or a bad pack record) is recorded
+    (once) in ``load_errors`` [(path, reason)] and replaced by the next image of the same identity, so an epoch
+    never crashes midway.
     With DataLoader workers, each worker keeps its own ``load_errors`` (a warning is printed there).
     """
 
@@ -57,14 +58,14 @@ class FaceFolder(Dataset):
     def load(self, i: int):
         """The RGB PIL image of sample i (with the replacement rule), without the transform."""
         try:
-            return load_rgb(self.root / self.samples[i][0])
+            return self.index.load(self.samples[i][0])
         except ImageLoadError as e:
             self._record(self.samples[i][0], e)
         group = self._same_identity(i)
         start = group.index(i)
         for j in group[start + 1:] + group[:start]:
             try:
-                return load_rgb(self.root / self.samples[j][0])
+                return self.index.load(self.samples[j][0])
             except ImageLoadError as e:
                 self._record(self.samples[j][0], e)
         raise RuntimeError(f"no readable image left for identity label {self.targets[i]} under {self.root}")

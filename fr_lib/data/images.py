@@ -50,6 +50,8 @@ def load_rgb(path, draft_size: tuple[int, int] | None = None) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
+    except ImageLoadError:
+        raise
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found") from None
     except OSError as e:

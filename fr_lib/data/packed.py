@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fr_lib.data.images import ImageLoadError, load_rgb
+from fr_lib.data.images import ImageLoadError
+from fr_lib.data.pack import open_images
+from fr_lib.data.scan import FolderIndex
 from fr_lib.io import atomic_write, temp_path_for
 
 FORMAT_VERSION = 1
@@ -30,9 +32,9 @@ def _fingerprint(samples, image_size: int) -> str:
     return h.hexdigest()
 
 
-def _decode(root: Path, rel: str, size: int):
+def _decode(load, rel: str, size: int):
     try:
-        img = load_rgb(root / rel)
+        img = load(rel)
     except ImageLoadError as e:
         return None, e.reason
     if img.size != (size, size):
@@ -42,11 +44,14 @@ def _decode(root: Path, rel: str, size: int):
 
 def pack_folder(samples, root, out_path, image_size: int, classes=None, workers: int | None = None,
                 progress: bool = True) -> Path:
-    """Decode ``samples`` [(path relative to root, label)] into ``out_path`` (.npy, uint8 (N, S, S, 3)) plus a
-    .json beside it (paths, labels, classes, failures). Images not S x S are resized (bilinear). Unreadable images
-    are left out and listed under 'failed' in the json. Re-packing the same samples and size is a no-op.
+    """Decode ``samples`` [(path relative to root, label)] of ``root`` (a folder, a RecordIO pack folder, or a
+    FolderIndex / PackIndex) into ``out_path`` (.npy, uint8 (N, S, S, 3)) plus a .json beside it (paths, labels,
+    classes, failures). Images not S x S are resized (bilinear). Unreadable images are left out and listed under
+    'failed' in the json. Re-packing the same samples and size is a no-op.
     Written atomically (tmp + os.replace; the json, written last, marks a complete pack). Returns out_path."""
-    out_path, root = Path(out_path), Path(root)
+    out_path = Path(out_path)
+    load = open_images(root)   # a folder, a RecordIO pack folder, or an index (its load)
+    root = Path(root.root if isinstance(root, FolderIndex) else root)
     samples = [(str(p), int(lab)) for p, lab in samples]
     fp = _fingerprint(samples, image_size)
     meta_file = _meta_path(out_path)
@@ -62,11 +67,11 @@ def pack_folder(samples, root, out_path, image_size: int, classes=None, workers:
     kept, failed = [], []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(samples), desc=f"pack {out_path.name}", unit="img")
+        from fr_lib.progress import progress_bar
+        bar = progress_bar(total=len(samples), desc=f"pack {out_path.name}", unit="img")
     # threads: PIL releases the GIL while decoding
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        results = pool.map(lambda s: _decode(root, s[0], image_size), samples, chunksize=64)
+        results = pool.map(lambda s: _decode(load, s[0], image_size), samples, chunksize=64)
         for (rel, label), (pixels, reason) in zip(samples, results):
             if pixels is None:
                 failed.append((rel, reason))

@@ -49,6 +49,10 @@ class FolderIndex:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load(self, rel: str):
+        """The RGB PIL image of sample path ``rel`` (ImageLoadError when it does not decode)."""
+        return load_rgb(self.root / rel)
+
 
 def default_cache_dir() -> Path:
     """$FR_CACHE_DIR, else $XDG_CACHE_HOME/fr_lib/index, else ~/.cache/fr_lib/index."""
@@ -147,8 +151,8 @@ def scan_identities(root, use_cache: bool = True, cache_dir=None, verify: bool =
         workers = workers or min(8, os.cpu_count() or 1)
         bar = None
         if progress and len(todo) > 50:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(todo), desc=f"scan {root.name}", unit="identity")
+            from fr_lib.progress import progress_bar
+            bar = progress_bar(total=len(todo), desc=f"scan {root.name}", unit="identity")
         # threads: PIL releases the GIL while decoding, so verification scales over cores
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for name, res in zip(todo, pool.map(lambda n: _scan_identity(root / n, verify), todo)):
@@ -170,8 +174,17 @@ def scan_folder(root, min_images_per_identity: int = 1, max_images_per_identity:
     identities (sorted by name). ``verify`` decodes every image once (JPEGs at 1/8 scale) so corrupt and truncated
     files are caught here, not mid-epoch. The index is cached under ``cache_dir`` (default: default_cache_dir()).
     Raises FileNotFoundError for a missing root and ValueError naming the root when nothing usable remains.
+
+    A root holding ``train.rec`` + ``train.idx`` (an insightface / im2rec RecordIO pack) is indexed by
+    fr_lib.data.pack.scan_pack with the same filters and returns a PackIndex (a FolderIndex whose ``load`` reads
+    records).
     """
     root_path = Path(root).expanduser().resolve()
+    from fr_lib.data.pack import is_pack, scan_pack   # here: pack imports this module
+
+    if is_pack(root_path):
+        return scan_pack(root_path, min_images_per_identity, max_images_per_identity, max_identities,
+                         progress=progress)
     dirs, skipped = scan_identities(root_path, use_cache, cache_dir, verify, workers, progress)
     samples, classes, excluded = [], [], []
     skipped = list(skipped)

@@ -1,0 +1,353 @@
+"""insightface / im2rec RecordIO face packs (``train.rec`` + ``train.idx`` [+ ``property``]) as a dataset root.
+
+CASIA-WebFace as Kaggle and insightface ship it is such a pack of aligned 112 x 112 JPEGs. ``scan_folder`` hands a
+root holding train.rec + train.idx to ``scan_pack``, which returns a PackIndex: a FolderIndex whose sample paths
+are ``<identity>/<record key>.jpg`` and whose ``load`` reads the record, so FaceFolder, the splits, the P x K
+sampler, the packed uint8 cache and the count filters work on a pack exactly as on a folder.
+
+Layouts (the rules arcface_torch's MXFaceDataset follows):
+- insightface: record 0 has ``flag > 0``; its label array is ``[a, b]``: images are records 1 .. a-1 and records
+  a .. b-1 are identity records whose label is the ``[start, end)`` key range of that identity's images. Only the
+  b - a identity records are read to build the index; identity i (in record order) is named ``f"{i:05d}"``.
+- im2rec: every record in the index is an image; its class is its label, or label[0] when the label is an array.
+  The headers of all records are read once (vectorised over a memory map) to find the classes.
+``property`` (``num_classes,height,width``) is read when present.
+
+Image bytes are decoded when read, not at the scan: a record that does not decode is reported and replaced by
+FaceFolder like a file that went bad after a folder scan (``load_errors``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fr_lib.data.images import ImageLoadError, decode_rgb
+from fr_lib.data.recordio import (IR_SIZE, LENGTH_MASK, MAGIC, IndexedRecordReader, IndexedRecordWriter, IRHeader, RecordIOError,
+                                  pack_payload, unpack_payload)
+from fr_lib.data.scan import FolderIndex
+from fr_lib.io import atomic_write
+
+REC, IDX, PROPERTY = "train.rec", "train.idx", "property"
+KEY_DIGITS = 8   # sample file names: <identity>/<key zero-padded>.jpg, so name order == key order
+
+
+def is_pack(root) -> bool:
+    """True for a folder holding train.rec or train.idx (a pack; scan_pack says what is missing)."""
+    root = Path(root)
+    return (root / REC).is_file() or (root / IDX).is_file()
+
+
+def read_property(root) -> tuple[int, int, int] | None:
+    """(num_classes, height, width) from ``root/property``, or None when there is none."""
+    path = Path(root) / PROPERTY
+    if not path.is_file():
+        return None
+    text = path.read_text("utf-8", errors="replace").strip()
+    try:
+        num_classes, height, width = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{path}: expected 'num_classes,height,width', got {text[:60]!r}") from None
+    return num_classes, height, width
+
+
+def _key_of(rel: str) -> int:
+    return int(rel[rel.rindex("/") + 1:].split(".", 1)[0])
+
+
+def _sample_name(identity: str, key: int) -> str:
+    return f"{identity}/{key:0{KEY_DIGITS}d}.jpg"
+
+
+class PackImages:
+    """Decoded images of a pack's records by sample path: ``PackImages(root).load("00012/00000345.jpg")``.
+    Pickles without its file handle (each DataLoader worker or process opens its own)."""
+
+    def __init__(self, root, reader: IndexedRecordReader | None = None):
+        self.root = Path(root)
+        if reader is None:
+            rec, idx = self.root / REC, self.root / IDX
+            if not rec.is_file():
+                raise FileNotFoundError(f"{self.root} has {IDX} but no {REC}: a pack needs both files")
+            if not idx.is_file():
+                raise FileNotFoundError(f"{self.root} has {REC} but no {IDX}: copy the train.idx that came with the "
+                                        f"pack beside it (every insightface / Kaggle pack ships one)")
+            reader = IndexedRecordReader(rec, idx)
+        self.reader = reader
+
+    def read_bytes(self, key: int) -> bytes:
+        """The encoded image of record ``key`` (ImageLoadError naming the record when it is not readable)."""
+        where = f"{self.reader.rec_path}#{key}"
+        try:
+            return unpack_payload(self.reader.read(key))[1]
+        except KeyError:
+            raise ImageLoadError(where, f"record key {key} is not in {IDX}") from None
+        except RecordIOError as e:
+            raise ImageLoadError(where, f"bad record ({e})") from None
+        except OSError as e:
+            raise ImageLoadError(where, f"unreadable ({e.strerror or e})") from None
+
+    def load(self, rel: str):
+        """The RGB PIL image of sample ``rel`` (``<identity>/<key>.jpg``)."""
+        key = _key_of(rel)
+        return decode_rgb(self.read_bytes(key), f"{self.reader.rec_path}#{key}")
+
+
+@dataclass
+class PackIndex(FolderIndex):
+    """A FolderIndex over a pack. ``layout``: 'insightface' or 'im2rec'; ``property``: (num_classes, height,
+    width) from the property file, or None; ``images``: the record reader behind ``load``."""
+    layout: str = "insightface"
+    property: tuple[int, int, int] | None = None
+    images: PackImages | None = None
+
+    def load(self, rel: str):
+        return self.images.load(rel)
+
+
+def _label_ranges(reader: IndexedRecordReader, a: int, b: int, progress: bool) -> list[tuple[int, int]]:
+    keys = range(a, b)
+    if progress and len(keys) > 50:
+        from tqdm.auto import tqdm
+        keys = tqdm(keys, desc=f"scan {reader.rec_path.parent.name}", unit="identity")
+    ranges = []
+    for k in keys:
+        try:
+            label = reader.read_header(k).label
+        except KeyError:
+            raise RecordIOError(f"{reader.idx_path}: identity record {k} (of {a}..{b - 1}, announced by record 0) "
+                                f"is not in the index") from None
+        if np.ndim(label) == 0 or len(label) < 2:
+            raise RecordIOError(f"{reader.rec_path}: identity record {k} has label {label!r}, expected the "
+                                f"[start, end) range of its images")
+        ranges.append((int(label[0]), int(label[1])))
+    return ranges
+
+
+def _im2rec_labels(reader: IndexedRecordReader, progress: bool) -> np.ndarray:
+    """Class of every record in index order: the header label, or label[0] when there is a label array."""
+    n = len(reader)
+    labels = np.empty(n, np.float64)
+    mm = np.memmap(reader.rec_path, dtype=np.uint8, mode="r") if reader.size else None
+    want = 8 + IR_SIZE + 4   # record header, IRHeader, the first float of a label array
+    cols = np.arange(want)
+    chunks = range(0, n, 65536)
+    if progress and n > 65536:
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc=f"scan {reader.rec_path.parent.name}", unit="chunk")
+    for s in chunks:
+        off = reader.offsets[s:s + 65536]
+        rows = np.minimum(off[:, None] + cols, reader.size - 1)   # clipped: the tail is checked below
+        head = np.ascontiguousarray(mm[rows])
+        magic, lrec, flag = (head[:, i:i + 4].copy().view("<u4")[:, 0] for i in (0, 4, 8))
+        label, first = (head[:, i:i + 4].copy().view("<f4")[:, 0] for i in (12, 32))
+        length, cflag = lrec & LENGTH_MASK, lrec >> 29
+        need = np.where(flag > 0, IR_SIZE + 4, IR_SIZE)
+        # the slow path: a split first part, a short record or a bad magic (reported by the full reader)
+        odd = (magic != MAGIC) | (length < need) | (off + want > reader.size) | (cflag > 1)
+        labels[s:s + len(off)] = np.where(flag > 0, first, label)
+        for j in np.flatnonzero(odd).tolist():
+            key = int(reader.keys[s + j])
+            try:
+                header = reader.read_header(key)
+            except RecordIOError as e:
+                raise RecordIOError(f"{reader.rec_path}: record {key}: {e}") from None
+            labels[s + j] = header.label if np.ndim(header.label) == 0 else header.label[0]
+    return labels
+
+
+def _identity_names(n: int) -> list[str]:
+    width = max(5, len(str(max(n - 1, 0))))
+    return [f"{i:0{width}d}" for i in range(n)]
+
+
+def scan_pack(root, min_images_per_identity: int = 1, max_images_per_identity: int | None = None,
+              max_identities: int | None = None, progress: bool = False) -> PackIndex:
+    """Index a pack like scan_folder indexes a folder (same filters, same result fields).
+
+    Identities keep the pack's order (insightface: identity-record order; im2rec: ascending label) and get labels
+    0..C-1 after the filters; within an identity images are in key order. Raises FileNotFoundError for a missing
+    root, train.rec or train.idx, RecordIOError (a ValueError) for a damaged pack, ValueError when nothing usable
+    remains.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    images = PackImages(root)
+    reader = images.reader
+    prop = read_property(root)
+    if len(reader) == 0:
+        raise ValueError(f"{root / IDX} lists no records")
+    skipped: list[tuple[str, str]] = []
+    head0 = reader.read_header(0) if 0 in reader else None
+    if head0 is not None and head0.flag > 0:
+        layout = "insightface"
+        if len(head0.label) < 2:
+            raise RecordIOError(f"{reader.rec_path}: record 0 has flag {head0.flag} but {len(head0.label)} label(s)")
+        a, b = int(head0.label[0]), int(head0.label[1])
+        ranges = _label_ranges(reader, a, b, progress)
+        names = _identity_names(len(ranges))
+        present = np.zeros(max(a, 1), bool)
+        k = reader.keys[(reader.keys > 0) & (reader.keys < a)]
+        present[k] = True
+        groups = []
+        for name, (start, end) in zip(names, ranges):
+            if not (1 <= start <= end <= a):
+                raise RecordIOError(f"{reader.rec_path}: identity {name} has image range [{start}, {end}) outside "
+                                    f"the image records 1..{a - 1}")
+            keys = np.arange(start, end)
+            missing = keys[~present[start:end]]
+            skipped.extend((_sample_name(name, int(m)), f"record key not in {IDX}") for m in missing[:1000].tolist())
+            groups.append((name, keys[present[start:end]]))
+    else:
+        layout = "im2rec"
+        labels = _im2rec_labels(reader, progress)
+        ints = np.rint(labels).astype(np.int64)
+        classes_found, inverse = np.unique(ints, return_inverse=True)
+        names = [str(int(c)) if c < 0 else f"{int(c):05d}" for c in classes_found]
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+        groups = []
+        for i, name in enumerate(names):
+            keys = reader.keys[order[bounds[i]:bounds[i + 1]]]
+            groups.append((name, np.sort(keys)))
+    samples, classes, excluded = [], [], []
+    for name, keys in groups:
+        if keys.size == 0:
+            skipped.append((f"{name}/", "empty identity (no image records)"))
+            continue
+        if keys.size < min_images_per_identity:
+            excluded.append((name, f"{keys.size} images < min_images_per_identity={min_images_per_identity}"))
+            continue
+        if max_identities is not None and len(classes) >= max_identities:
+            excluded.append((name, f"beyond max_identities={max_identities}"))
+            continue
+        label = len(classes)
+        classes.append(name)
+        samples.extend((_sample_name(name, k), label) for k in keys[:max_images_per_identity].tolist())
+    if not samples:
+        why = (f"{len(excluded)} identities below min_images_per_identity={min_images_per_identity}" if excluded
+               else f"{len(groups)} identities, no image records")
+        raise ValueError(f"no usable images in the pack {root} ({why})")
+    return PackIndex(root, samples, classes, skipped, excluded, layout=layout, property=prop, images=images)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def write_pack(index: FolderIndex, dst, progress: bool = True) -> dict:
+    """Write ``index``'s images (a scanned folder, or another pack) as ``dst/train.rec``, ``train.idx`` and
+    ``property`` in the insightface layout, readable by mxnet's MXIndexedRecordIO and arcface_torch.
+
+    Records: 0 = header (label [n + 1, n + 1 + C]); 1..n = images in sample order, label = class (float), id =
+    key; n + 1 .. n + C = one per identity, label = [start, end) of its keys. Image bytes are stored as they are in
+    the files (JPEG stays JPEG: no re-encoding loss). ``property`` gets the size of the first image. Returns
+    {'root', 'images', 'identities', 'size', 'sizes_differ'}.
+    """
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    by_label: list[list[str]] = [[] for _ in index.classes]
+    for rel, label in index.samples:
+        by_label[label].append(rel)
+    by_label = [g for g in by_label if g]
+    n = sum(len(g) for g in by_label)
+    source = index.images if isinstance(index, PackIndex) else None
+    sizes = Counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc=f"pack {dst.name}", unit="img")
+    with IndexedRecordWriter(dst / REC, dst / IDX) as w:
+        w.write(0, pack_payload(IRHeader(0, [n + 1, n + 1 + len(by_label)])))
+        key, ranges = 1, []
+        for label, group in enumerate(by_label):
+            start = key
+            for rel in group:
+                if source is not None:
+                    data = source.read_bytes(_key_of(rel))
+                else:
+                    path = Path(index.root) / rel
+                    data = path.read_bytes()
+                    if key == 1 or key % 97 == 0:   # image sizes of a sample of the files, for property
+                        sizes[_image_size(path)] += 1
+                w.write(key, pack_payload(IRHeader(0, float(label), key, 0), data))
+                key += 1
+                bar and bar.update(1)
+            ranges.append((start, key))
+        for label, (start, end) in enumerate(ranges):
+            w.write(n + 1 + label, pack_payload(IRHeader(0, [start, end], n + 1 + label, 0)))
+    bar and bar.close()
+    if source is not None and source.root != dst and read_property(source.root):
+        size = read_property(source.root)[1:]
+    elif sizes:
+        w_, h_ = sizes.most_common(1)[0][0]
+        size = (h_, w_)
+    else:
+        size = (0, 0)
+    atomic_write(dst / PROPERTY, f"{len(by_label)},{size[0]},{size[1]}\n")
+    return {"root": dst, "images": n, "identities": len(by_label), "size": size, "sizes_differ": len(sizes) > 1}
+
+
+def _extension(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:2] == b"BM":
+        return ".bmp"
+    return ".jpg"
+
+
+def unpack_pack(index: PackIndex, dst, progress: bool = True) -> dict:
+    """Write every image of a pack as ``dst/<identity>/<key>.<ext>`` (the stored bytes, no re-encoding). Files that
+    already exist are kept (resumable). Unreadable records are counted and listed, not fatal.
+    Returns {'root', 'written', 'kept', 'failed': [(sample, reason)]}."""
+    dst = Path(dst)
+    written = kept = 0
+    failed = []
+    made = set()
+    items = index.samples
+    if progress:
+        from tqdm.auto import tqdm
+        items = tqdm(items, desc=f"unpack {Path(index.root).name}", unit="img")
+    for rel, _ in items:
+        identity = rel[:rel.rindex("/")]
+        key = _key_of(rel)
+        try:
+            data = index.images.read_bytes(key)
+        except ImageLoadError as e:
+            failed.append((rel, e.reason))
+            continue
+        out = dst / identity / f"{key:0{KEY_DIGITS}d}{_extension(data)}"
+        if identity not in made:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            made.add(identity)
+        if out.exists():
+            kept += 1
+            continue
+        # no fsync per file: 494k fsyncs take longer than the rest; the rename still makes each file all-or-nothing
+        atomic_write(out, data, fsync=False)
+        written += 1
+    return {"root": dst, "written": written, "kept": kept, "failed": failed}
+
+
+def open_images(root):
+    """``load(rel) -> RGB PIL image`` for samples of ``root``: a FolderIndex/PackIndex, a pack folder or a folder."""
+    if isinstance(root, FolderIndex):
+        return root.load
+    root = Path(root)
+    if is_pack(root):
+        return PackImages(root).load
+    from fr_lib.data.images import load_rgb
+
+    return lambda rel: load_rgb(root / rel)
+
+
+__all__ = ["PackImages", "PackIndex", "is_pack", "open_images", "read_property", "scan_pack", "unpack_pack",
+           "write_pack"]
