@@ -17,7 +17,6 @@ global (os.system, builtins.eval, ...) is refused before it is called, with an e
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from pathlib import Path
@@ -169,11 +168,10 @@ def write_bin(path: str | os.PathLike, images: Sequence[bytes], issame: Sequence
 
 
 def decode_image(data, name: str = "image") -> np.ndarray:
-    """One .bin entry -> (H, W, 3) uint8 RGB. ``data``: encoded bytes or a 1-D uint8 array of them, or pixels as a
-    (H, W) / (H, W, 3) uint8 array (taken as RGB). Raises fr_lib.data.ImageLoadError(name, reason)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from fr_lib.data.images import ImageLoadError, _to_rgb
+    """One .bin entry -> (H, W, 3) uint8 RGB. ``data``: encoded bytes or a 1-D uint8 array of them
+    (fr_lib.data.images.decode_rgb), or pixels as a (H, W) / (H, W, 3) uint8 array (taken as RGB).
+    Raises fr_lib.data.ImageLoadError(name, reason)."""
+    from fr_lib.data.images import ImageLoadError, decode_rgb
 
     if isinstance(data, np.ndarray) and data.ndim >= 2:
         if data.ndim == 2:
@@ -182,18 +180,7 @@ def decode_image(data, name: str = "image") -> np.ndarray:
             return np.ascontiguousarray(data)
         raise ImageLoadError(name, f"pixel array of shape {data.shape}, expected (H, W) or (H, W, 3)")
     buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    if not buf:
-        raise ImageLoadError(name, "empty image (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(buf)) as im:
-            im.load()
-            return np.asarray(_to_rgb(im), dtype=np.uint8)
-    except UnidentifiedImageError:
-        raise ImageLoadError(name, "not a recognised image format") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        msg = str(e).split("\n")[0]
-        raise ImageLoadError(name, "truncated image" if "truncated" in msg
-                             else f"corrupt image ({type(e).__name__}: {msg})") from None
+    return np.asarray(decode_rgb(buf, name), dtype=np.uint8)
 
 
 def decode_bin_images(images: Sequence, name: str = ".bin", progress: bool = False) -> np.ndarray:
