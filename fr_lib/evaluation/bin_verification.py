@@ -141,8 +141,8 @@ def discover_val_targets(data_root: str | os.PathLike | None, val_targets: Itera
 
     ``val_targets`` given: each entry is a path (absolute, or relative to the working directory) or a name
     resolved as ``<data_root>/<name>.bin`` (arcface_torch's config.val_targets = ['lfw', 'cfp_fp', 'agedb_30']);
-    a missing one raises FileNotFoundError. Empty: every ``*.bin`` in data_root when it is a training pack (holds
-    train.rec), sorted by name; none for a folder of photos."""
+    a missing one raises FileNotFoundError. Empty: every ``*.bin`` in data_root when it is a training pack
+    (fr_lib.data.pack.is_pack: holds train.rec / train.idx), sorted by name; none for a folder of photos."""
     root = Path(data_root) if data_root else None
     out = []
     for entry in (str(t).strip() for t in val_targets):
@@ -158,8 +158,11 @@ def discover_val_targets(data_root: str | os.PathLike | None, val_targets: Itera
             raise FileNotFoundError(f"train.val_targets: {entry!r} not found (tried {', '.join(map(str, candidates))});"
                                     f" give a .bin path or a name of a .bin file in the data root")
         out.append(found)
-    if not out and root is not None and (root / "train.rec").is_file():
-        out = sorted(root.glob(f"*{BIN_SUFFIX}"))
+    if not out and root is not None:
+        from fr_lib.data.pack import is_pack
+
+        if is_pack(root):
+            out = sorted(root.glob(f"*{BIN_SUFFIX}"))
     return out
 
 
