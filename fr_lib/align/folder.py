@@ -245,10 +245,10 @@ def _align_locked(src: Path, dst: Path, files: list[str], start: float, size, mo
         atomic_write(out, _encode(crop, out.suffix, quality))  # disk errors do stop the run
         return rel, None
 
-    from tqdm.auto import tqdm  # here, not at import: tqdm.auto warns in notebooks without ipywidgets
+    from fr_lib.progress import progress_bar
 
     counts: Counter = Counter()
-    bar = tqdm(total=len(todo), unit="img", desc=f"align ({done_before} done before)", disable=not progress,
+    bar = progress_bar(total=len(todo), unit="img", desc=f"align ({done_before} done before)", disable=not progress,
                dynamic_ncols=True)
     with open(log_path, "a", encoding="utf-8", newline="") as log, ThreadPoolExecutor(max(1, workers)) as pool:
         logger = csv.writer(log, lineterminator="\n")

@@ -378,8 +378,8 @@ def generate_dataset(out, identities: int, images_per_identity: int, size: int =
     workers = (os.cpu_count() or 1) if workers is None else workers
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=sum(counts), desc="synth", unit="img")
+        from fr_lib.progress import progress_bar
+        bar = progress_bar(total=sum(counts), desc="synth", unit="img")
     if workers <= 1 or identities == 1:
         results = map(_write_identity, jobs)
         for n in results:

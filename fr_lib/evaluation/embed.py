@@ -117,8 +117,8 @@ def extract_embeddings(model, dataset_or_loader, device: str = "cpu", flip: bool
     out, labels = [], []
     batches = loader
     if progress:
-        from tqdm.auto import tqdm
-        batches = tqdm(loader, desc="embedding", unit="batch")
+        from fr_lib.progress import progress_bar
+        batches = progress_bar(loader, desc="embedding", unit="batch")
     try:
         amp = torch.autocast("cuda", dtype=amp_dtype) if cuda else contextlib.nullcontext()
         with torch.no_grad(), amp:

@@ -409,7 +409,7 @@ class Gallery:
         again on the same folder is idempotent. ``people``: only these sub-folders; ``max_photos``: at most this
         many photos per person (sorted by name). Unreadable photos and photos without a face are skipped and
         reported; a folder with no person or no usable photo raises GalleryError naming it."""
-        from tqdm.auto import tqdm
+        from fr_lib.progress import progress_bar
 
         from fr_lib.recognition.pipeline import FaceCountError, ImageLoadError
 
@@ -437,7 +437,7 @@ class Gallery:
                   for f in sorted(f for f in (root / name).iterdir() if f.is_file() and not f.name.startswith("."))
                   [:max_photos]]
         per_person: dict[str, list[tuple[np.ndarray, str]]] = {pid: [] for pid in ids}
-        for pid, photo in tqdm(photos, desc="enroll", unit="photo", disable=not progress):
+        for pid, photo in progress_bar(photos, desc="enroll", unit="photo", disable=not progress):
             rel = str(photo.relative_to(root))
             if photo.suffix.lower() not in IMAGE_SUFFIXES:
                 report.skipped.append((rel, f"not an image file (suffix {photo.suffix or 'none'})"))

@@ -271,14 +271,14 @@ def recognize_stream(source: FrameSource, gallery, *, output: str | os.PathLike 
     aligns and embeds; answers below ``threshold``, default the gallery's, are 'Unknown'), draw them (and the
     measured FPS, an exponential moving average of frames/s) and write the frames to ``output`` (.gif or .mp4,
     at the source's fps unless ``output_fps``). Ctrl-C stops a camera cleanly: what was recorded is kept."""
-    from tqdm.auto import tqdm
+    from fr_lib.progress import progress_bar
 
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     stats = RecognizeStats()
     writer = VideoWriter(output, output_fps or source.fps or 10.0) if output is not None else None
     total = source.length if max_frames is None else min(max_frames, source.length or max_frames)
-    bar = tqdm(total=total, desc="recognize", unit="frame", disable=not progress)
+    bar = progress_bar(total=total, desc="recognize", unit="frame", disable=not progress)
     faces, smoothed, start, last = [], None, time.perf_counter(), time.perf_counter()
     try:
         for i, frame in enumerate(source):

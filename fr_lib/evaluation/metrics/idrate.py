@@ -274,8 +274,8 @@ def _run_pass(q, labels, d, chunk_size, device, collect_bins, histogram, threads
     tasks = _tasks(q.shape[0], d.shape[0], chunk_size)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(tasks), desc="ID rate", unit="block", leave=False)
+        from fr_lib.progress import progress_bar
+        bar = progress_bar(total=len(tasks), desc="ID rate", unit="block", leave=False)
     q_scaled = q * float(_HALF_BINS)
     labels_dev = _to_device(labels, device)
     local, passes = threading.local(), []
