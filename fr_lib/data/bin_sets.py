@@ -190,8 +190,8 @@ def decode_bin_images(images: Sequence, name: str = ".bin", progress: bool = Fal
 
     it = images
     if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(images, desc=f"decode {os.path.basename(str(name))}", unit="img")
+        from fr_lib.progress import progress_bar
+        it = progress_bar(images, desc=f"decode {os.path.basename(str(name))}", unit="img")
     out = None
     for i, data in enumerate(it):
         rgb = decode_image(data, name=f"{name}[{i}]")

@@ -110,8 +110,8 @@ class PackIndex(FolderIndex):
 def _label_ranges(reader: IndexedRecordReader, a: int, b: int, progress: bool) -> list[tuple[int, int]]:
     keys = range(a, b)
     if progress and len(keys) > 50:
-        from tqdm.auto import tqdm
-        keys = tqdm(keys, desc=f"scan {reader.rec_path.parent.name}", unit="identity")
+        from fr_lib.progress import progress_bar
+        keys = progress_bar(keys, desc=f"scan {reader.rec_path.parent.name}", unit="identity")
     ranges = []
     for k in keys:
         try:
@@ -135,8 +135,8 @@ def _im2rec_labels(reader: IndexedRecordReader, progress: bool) -> np.ndarray:
     cols = np.arange(want)
     chunks = range(0, n, 65536)
     if progress and n > 65536:
-        from tqdm.auto import tqdm
-        chunks = tqdm(chunks, desc=f"scan {reader.rec_path.parent.name}", unit="chunk")
+        from fr_lib.progress import progress_bar
+        chunks = progress_bar(chunks, desc=f"scan {reader.rec_path.parent.name}", unit="chunk")
     for s in chunks:
         off = reader.offsets[s:s + 65536]
         rows = np.minimum(off[:, None] + cols, reader.size - 1)   # clipped: the tail is checked below
@@ -261,8 +261,8 @@ def write_pack(index: FolderIndex, dst, progress: bool = True) -> dict:
     sizes = Counter()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n, desc=f"pack {dst.name}", unit="img")
+        from fr_lib.progress import progress_bar
+        bar = progress_bar(total=n, desc=f"pack {dst.name}", unit="img")
     with IndexedRecordWriter(dst / REC, dst / IDX) as w:
         w.write(0, pack_payload(IRHeader(0, [n + 1, n + 1 + len(by_label)])))
         key, ranges = 1, []
@@ -314,8 +314,8 @@ def unpack_pack(index: PackIndex, dst, progress: bool = True) -> dict:
     made = set()
     items = index.samples
     if progress:
-        from tqdm.auto import tqdm
-        items = tqdm(items, desc=f"unpack {Path(index.root).name}", unit="img")
+        from fr_lib.progress import progress_bar
+        items = progress_bar(items, desc=f"unpack {Path(index.root).name}", unit="img")
     for rel, _ in items:
         identity = rel[:rel.rindex("/")]
         key = _key_of(rel)

@@ -123,8 +123,8 @@ def embed_photos(model, meta: dict, rel_paths, aligned_root, raw_root, crop_embe
     cropper = _FacenetCropper() if name.startswith("facenet-") else None
     iterator = enumerate(rel_paths)
     if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(iterator, total=len(rel_paths), desc=f"{name} (native)", unit="img")
+        from fr_lib.progress import progress_bar
+        iterator = progress_bar(iterator, total=len(rel_paths), desc=f"{name} (native)", unit="img")
     chips, chip_idx = [], []
     for i, rel in iterator:
         src = source_photo(rel, raw_root)
