@@ -56,12 +56,17 @@ class VerificationSet:
 
 def load_verification_set(path: str | os.PathLike, progress: bool = False) -> VerificationSet:
     """Read and decode a .bin (fr_lib.data.bin_sets.load_bin: no code from the file runs). The name is the file
-    stem (lfw, cfp_fp, agedb_30). Raises FileNotFoundError, or ValueError naming the file."""
+    stem (lfw, cfp_fp, agedb_30). Raises FileNotFoundError, or ValueError naming the file (foreign pickle content,
+    wrong structure, an image that does not decode)."""
     from fr_lib.data.bin_sets import decode_bin_images, load_bin
+    from fr_lib.data.images import ImageLoadError
 
     path = Path(path)
     encoded, issame = load_bin(path)
-    images = decode_bin_images(encoded, name=str(path), progress=progress)
+    try:
+        images = decode_bin_images(encoded, name=str(path), progress=progress)
+    except ImageLoadError as e:   # '<path>[i]: reason'; a set with a bad image gives no comparable number
+        raise ValueError(f"{e}; the set cannot be evaluated") from None
     return VerificationSet(path.stem, path, images, issame)
 
 
@@ -155,8 +160,8 @@ def discover_val_targets(data_root: str | os.PathLike | None, val_targets: Itera
             candidates.append(root / (p if is_path else f"{entry}{BIN_SUFFIX}"))
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"train.val_targets: {entry!r} not found (tried {', '.join(map(str, candidates))});"
-                                    f" give a .bin path or a name of a .bin file in the data root")
+            raise FileNotFoundError(f"verification set {entry!r} not found (tried {', '.join(map(str, candidates))});"
+                                    f" give a .bin path or the name of a .bin file in the data root")
         out.append(found)
     if not out and root is not None:
         from fr_lib.data.pack import is_pack

@@ -240,3 +240,11 @@ def test_evaluate_bin_sets_table_and_report(small_bin, tmp_path):
     assert report["skipped"] == ev.skipped and report["models"]["const"]["other"]["n_pairs"] == 10
     with pytest.raises(ValueError, match="no model"):
         write_bin_report(tmp_path / "none", type(ev)({}, {"x": "y"}, {}, {}))
+
+
+def test_a_set_with_an_undecodable_image_is_a_value_error(tmp_path, small_bin):
+    images, issame = load_bin(small_bin[0])
+    images[3] = b"\xff\xd8 not really a jpeg"
+    bad = write_bin(tmp_path / "bad.bin", images, issame)
+    with pytest.raises(ValueError, match=r"bad.bin\[3\].*cannot be evaluated"):
+        load_verification_set(bad)
