@@ -155,3 +155,10 @@ def test_postfix_updates_wait_for_the_next_line(clock):
     for line in lines:
         n = int(re.search(r"(\d+)/200", line).group(1))
         assert f"loss={n - 1}.0000" in line or f"loss={n}.0000" in line, line
+
+
+def test_fr_lib_makes_every_bar_through_progress_bar():
+    """One owner: no module of fr_lib but fr_lib/progress.py imports tqdm (a raw tqdm floods log files)."""
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "fr_lib").rglob("*.py")
+                 if p.name != "progress.py" and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
+    assert offenders == []
