@@ -82,14 +82,13 @@ def load_pipeline(args):
     """FacePipeline of --experiment / --checkpoint on --device -> (pipeline, threshold, threshold source)."""
     from fr_lib.recognition.pipeline import FacePipeline
 
-    checkpoint = resolve_checkpoint(args)
     if getattr(args, "model", None) is not None:
         return _onnx_pipeline(args)
+    checkpoint = resolve_checkpoint(args)
     threshold, source = resolve_threshold(args, checkpoint)
     return FacePipeline.from_experiment(checkpoint, device=resolve_device(args.device)), threshold, source
 
 
-def run_cli(handler, args) -> int:
 def _onnx_pipeline(args):
     """--model MODEL.onnx: FacePipeline on onnxruntime; threshold from --threshold, else from the contract."""
     from fr_lib.recognition.pipeline import FacePipeline
@@ -111,6 +110,7 @@ def _onnx_pipeline(args):
     return pipeline, float(contract["threshold"]), f"FPR={contract.get('threshold_fpr', '?')}, {args.model} contract"
 
 
+def run_cli(handler, args) -> int:
     """Call handler(args); user errors (CliError, bad input) -> message on stderr and exit status 2."""
     from fr_lib.recognition.gallery import GalleryError
     from fr_lib.recognition.pipeline import FaceCountError, ImageLoadError
@@ -127,12 +127,22 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare the faces of two photos (cosine similarity, SAME/DIFFERENT)",
                               description="Detect and align the face in each photo, embed both with a trained "
                                           "model and print their cosine similarity, the threshold and the verdict.")
+    from fr_lib.recognition.voting import AGGREGATIONS, DEFAULT_AGGREGATION
+
     p.add_argument("image1", type=Path, metavar="IMG1")
-    p.add_argument("image2", type=Path, metavar="IMG2")
+    p.add_argument("image2", type=Path, metavar="IMG2|PERSON_DIR",
+                   help="a second photo, or a folder of one person's photos: each photo votes, and the aggregate "
+                        "(--aggregation) decides")
     add_model_arguments(p)
     p.add_argument("--largest", action="store_true", help="when a photo holds several faces, use the largest")
     p.add_argument("--aligned", action="store_true",
                    help="the photos are already aligned face crops: no detection")
+    p.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                   help="PERSON_DIR: mean of the per-photo scores (voters), the max, or the score against the "
+                        f"centroid of the embeddings (default: {DEFAULT_AGGREGATION}, best in docs/voters.md)")
+    p.add_argument("--score", choices=SCORES, default="cosine",
+                   help="cosine similarity of the embeddings, or pair-probability: P(same) from the pair "
+                        "classifier head of a run trained with loss 'bce' (threshold 0.5 unless --threshold)")
     p.set_defaults(func=lambda args: run_cli(compare_command, args))
 
 
@@ -149,14 +159,83 @@ def _face(pipeline, path: Path, args):
     return faces[0]
 
 
+SCORES = ("cosine", "pair-probability")
+
+
+def pair_scorer(args, checkpoint: Path):
+    """--score -> score((Q, D), (M, D)) -> (Q, M) on numpy embeddings: cosine, or the 'bce' run's trained head
+    (loaded from the checkpoint's criterion state)."""
+    from fr_lib.recognition.voting import cosine
+
+    if args.score == "cosine":
+        return cosine
+    import torch
+
+    from fr_lib.losses.pair_classifier import load_pair_classifier
+
+    try:
+        head = load_pair_classifier(checkpoint)
+    except ValueError as e:
+        raise CliError(str(e)) from e
+
+    def probability(a, b):
+        with torch.no_grad():
+            return head.pair_probability(torch.from_numpy(a)[:, None], torch.from_numpy(b)[None]).numpy()
+
+    return probability
+
+
+def _person_photos(folder: Path) -> list[Path]:
+    from fr_lib.data.images import IMAGE_EXTENSIONS
+
+    photos = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
+                    and f.suffix.lower() in IMAGE_EXTENSIONS)
+    if not photos:
+        raise CliError(f"person folder {folder} holds no photo")
+    return photos
+
+
 def compare_command(args) -> int:
-    for path in (args.image1, args.image2):
-        if not path.is_file():
-            raise CliError(f"{path} does not exist")
-    pipeline, threshold, source = load_pipeline(args)
-    a, b = _face(pipeline, args.image1, args), _face(pipeline, args.image2, args)
-    similarity = float(a.embedding @ b.embedding)
-    print(f"similarity: {similarity:.4f} (cosine)")
+    from fr_lib.recognition.pipeline import FaceCountError, ImageLoadError
+    from fr_lib.recognition.voting import vote
+
+    if not args.image1.is_file():
+        raise CliError(f"{args.image1} does not exist")
+    if not (args.image2.is_file() or args.image2.is_dir()):
+        raise CliError(f"{args.image2} does not exist")
+    if args.score == "pair-probability":
+        if getattr(args, "model", None) is not None:
+            raise CliError("--score pair-probability needs the checkpoint of a 'bce' run (--experiment or "
+                           "--checkpoint): an exported model holds no pair classifier head")
+        score = pair_scorer(args, resolve_checkpoint(args))
+        pipeline = load_pipeline(argparse.Namespace(**{**vars(args), "threshold": 0.5}))[0]
+        threshold, source = ((args.threshold, "--threshold") if args.threshold is not None
+                             else (0.5, "P(same) > 0.5"))
+    else:
+        score = pair_scorer(args, Path())
+        pipeline, threshold, source = load_pipeline(args)
+    a = _face(pipeline, args.image1, args)
+    if args.image2.is_dir():
+        photos, embeddings, skipped = _person_photos(args.image2), [], []
+        for photo in photos:
+            try:
+                embeddings.append((photo, _face(pipeline, photo, args).embedding))
+            except (FaceCountError, ImageLoadError) as e:
+                skipped.append(f"{photo.name}: {e}")
+        if not embeddings:
+            raise CliError(f"no usable photo in {args.image2}: " + "; ".join(skipped))
+        v = vote(a.embedding, [e for _, e in embeddings], args.aggregation, score)
+        print(f"voters: {len(embeddings)} photo(s) of {args.image2} ({args.score})")
+        for (photo, _), s in zip(embeddings, v.scores):
+            print(f"  {float(s):.4f}  {photo.name}")
+        if skipped:
+            print(f"skipped {len(skipped)}: " + "; ".join(skipped))
+        similarity = v.score
+        print(f"similarity: {similarity:.4f} ({args.score}, aggregation {args.aggregation} of {len(embeddings)})")
+    else:
+        b = _face(pipeline, args.image2, args)
+        similarity = float(score(a.embedding[None], b.embedding[None])[0, 0])
+        print(f"similarity: {similarity:.4f} ({args.score})")
     print(f"threshold:  {threshold:.4f} ({source})")
     print("SAME" if similarity > threshold else "DIFFERENT")
     return 0

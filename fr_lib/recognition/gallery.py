@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fr_lib.recognition.voting import DEFAULT_AGGREGATION, check_aggregation, group_faces, person_scores
+
 UNKNOWN = "Unknown"
 PERSON_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$"
 _PERSON_ID_RE = re.compile(PERSON_ID_PATTERN)
@@ -78,12 +80,14 @@ class Person:
 class Match:
     """Best enrolled face for one query: ``person_id``/``name`` are None/'Unknown' when ``similarity`` <= threshold
     or the gallery is empty (then ``similarity`` is nan). ``best_person_id``/``best_name`` keep the nearest person
-    even when rejected."""
+    even when rejected. ``aggregation``: how a person's photos made ``similarity`` (fr_lib.recognition.voting:
+    'mean' of the per-photo cosines, 'max', or the cosine to the 'centroid')."""
     person_id: str | None
     name: str
     similarity: float
     best_person_id: str | None = None
     best_name: str | None = None
+    aggregation: str = "max"
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,13 @@ class Gallery:
             it exists already. A file built with other values raises GalleryModelMismatch.
         threshold: cosine similarity above which the nearest person is accepted (else 'Unknown').
         timeout: seconds a writer waits for another writer's lock before failing.
+        aggregation: how a person's several photos give one score (fr_lib.recognition.voting.AGGREGATIONS:
+            'mean', 'max', 'centroid'); the default is the one docs/voters.md measured best.
     """
 
     def __init__(self, path: str | Path, pipeline=None, *, model_name: str | None = None,
-                 embedding_size: int | None = None, threshold: float = 0.5, timeout: float = 30.0):
+                 embedding_size: int | None = None, threshold: float = 0.5, timeout: float = 30.0,
+                 aggregation: str = DEFAULT_AGGREGATION):
         if pipeline is not None:
             for given, own, what in ((model_name, pipeline.model_name, "model_name"),
                                      (embedding_size, pipeline.embedding_size, "embedding_size")):
@@ -153,6 +160,8 @@ class Gallery:
         self.path = str(path)
         self.pipeline = pipeline
         self.threshold = float(threshold)
+        self.aggregation = check_aggregation(aggregation)
+        self._groups: tuple | None = None  # (face matrix, person ids, names, PersonGroups) of the cached matrix
         self._lock = threading.RLock()   # one connection per Gallery, shared by the threads of a server
         self._cache: tuple | None = None  # (data_version, own_version, matrix, person_ids, names)
         self._own_version = 0
@@ -350,13 +359,17 @@ class Gallery:
                 self._cache = (version, self._own_version, matrix, [r[1] for r in rows], [r[2] for r in rows])
             return self._cache[2], self._cache[3], self._cache[4]
 
-    def search(self, queries, threshold: float | None = None) -> list[Match]:
-        """Nearest enrolled face for each of (Q, D) query embeddings with one (Q, D) x (D, N) matrix product."""
+    def search(self, queries, threshold: float | None = None, aggregation: str | None = None) -> list[Match]:
+        """Best enrolled person for each of (Q, D) query embeddings with one (Q, D) x (D, N) matrix product;
+        ``aggregation`` (default: the gallery's) says how a person's photos give one score."""
         threshold = self.threshold if threshold is None else float(threshold)
+        aggregation = self.aggregation if aggregation is None else check_aggregation(aggregation)
         q = self._as_embeddings(queries)
         matrix, person_ids, names = self.embeddings()
         if len(matrix) == 0:
-            return [Match(None, UNKNOWN, float("nan")) for _ in q]
+            return [Match(None, UNKNOWN, float("nan"), aggregation=aggregation) for _ in q]
+        if aggregation != "max":
+            return self._search_people(q, matrix, person_ids, names, threshold, aggregation)
         if len(q) <= 4:  # (Q, N) cosine similarities
             # numpy's own loop, not BLAS: waking OpenBLAS's threads for a matrix-vector product cost ~20 ms on a
             # busy 2-core machine (measured; 0.1 ms this way for 1k faces, 25 ms for 100k -- benchmarks/gallery.py)
@@ -370,6 +383,24 @@ class Gallery:
             accepted = s > threshold
             out.append(Match(person_ids[j] if accepted else None, names[j] if accepted else UNKNOWN, s,
                              person_ids[j], names[j]))
+        return out
+
+    def _search_people(self, q, matrix, person_ids, names, threshold, aggregation) -> list[Match]:
+        """search() for the aggregations that need all of a person's faces ('mean', 'centroid'): exact, over the
+        faces grouped by person (grouping and centroids cached with the face matrix)."""
+        if self._groups is None or self._groups[0] is not matrix:
+            people, first, owners = np.unique(np.asarray(person_ids), return_index=True, return_inverse=True)
+            self._groups = (matrix, list(people), [names[i] for i in first],
+                            group_faces(matrix, owners.ravel(), len(people)))
+        _, people, people_names, groups = self._groups
+        scores = person_scores(q, matrix, groups, aggregation)
+        out = []
+        for row in scores:
+            j = int(row.argmax())
+            s = float(row[j])
+            accepted = s > threshold
+            out.append(Match(people[j] if accepted else None, people_names[j] if accepted else UNKNOWN, s,
+                             people[j], people_names[j], aggregation))
         return out
 
     # ------------------------------------------------------------------------------------------ photos

@@ -31,7 +31,11 @@ Endpoints:
     POST   /people/{person_id}   JSON {name, image (base64) | embedding (list of embedding_size floats),
                                  aligned (take the photo as an aligned crop), mode: create | append | replace}
                                  -> 201 person; 409 if the id exists and mode=create
-    POST   /match                JSON {image | embedding, aligned} -> best match or null, similarity, threshold
+    POST   /match                JSON {image | embedding, aligned, aggregation, frames} -> best match or null,
+                                 similarity, threshold, aggregation (how a person's photos were combined:
+                                 mean | max | centroid); with ``frames`` (base64 frames of one face in time order,
+                                 e.g. 15) also liveness {live, blinks, ears, ear_threshold}: a blink is needed,
+                                 a static photo never passes (fr_lib.recognition.liveness; needs the dlib extra)
     GET    /people?page_size=&page=   paginated listing (page counted from 1)
     GET    /people/{person_id}   one person;  DELETE /people/{person_id} -> 204
     GET    /health               model name, embedding_size, number of people
@@ -54,6 +58,7 @@ import hmac
 import io
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,6 +67,9 @@ import numpy as np
 from fr_lib.recognition.gallery import (PERSON_ID_PATTERN, Gallery, GalleryError, Person, PersonExistsError,
                             UnknownPersonError)
 from fr_lib.recognition.pipeline import ImageLoadError
+from fr_lib.recognition.voting import AGGREGATIONS
+
+MAX_LIVENESS_FRAMES = 60   # 2-4 s of video: enough for a blink, bounded work per request
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,18 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
         image: str | None = Field(None, description="base64-encoded photo; the largest face is matched")
         embedding: list[float] | None = Field(None, description=f"precomputed embedding of {dim} floats")
         aligned: bool = Field(False, description="take the photo as an already aligned face crop (no detection)")
+        aggregation: Literal[AGGREGATIONS] | None = Field(
+            None, description="how a person's several photos give one score: mean of the per-photo cosines, max, "
+                              "or the cosine to their centroid (default: the gallery's)")
+        frames: list[str] | None = Field(
+            None, max_length=MAX_LIVENESS_FRAMES, description="base64 frames of the face in time order (e.g. 15) "
+            "for the blink liveness check; without image/embedding the last frame is matched")
+
+    class Liveness(BaseModel):
+        live: bool = Field(description="a blink was seen in the frames")
+        blinks: int
+        ears: list[float | None] = Field(description="eye aspect ratio per frame (null: no face found)")
+        ear_threshold: float
 
     class PersonOut(BaseModel):
         person_id: str
@@ -223,6 +243,8 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
         threshold: float
         box: list[float] | None = Field(None, description="x1, y1, x2, y2 of the matched face, px")
         num_faces: int
+        aggregation: str = Field(description="how the person's photos were combined into the similarity")
+        liveness: Liveness | None = Field(None, description="blink check over the request's frames, if any")
 
     class PeoplePage(BaseModel):
         items: list[PersonOut]
@@ -335,16 +357,45 @@ def create_app(pipeline, gallery: Gallery, token: str, limits: ServeLimits | Non
         return _out(person)
 
     @app.post("/match", response_model=MatchOut, dependencies=read_guard,
-              responses={400: {}, 401: {}, 413: {}, 422: {}},
+              responses={400: {}, 401: {}, 413: {}, 422: {}, 501: {}},
               summary="Find the enrolled person nearest to the largest face of a photo")
     def match(body: MatchRequest):
-        embedding, box, n = _embedding_of(body.image, body.embedding, body.aligned, need_face=False)
+        aggregation = body.aggregation or gallery.aggregation
+        liveness = None
+        image = body.image
+        if body.frames:
+            liveness = Liveness(**_liveness(body.frames).as_dict())
+            if image is None and body.embedding is None:
+                image = body.frames[-1]
+        embedding, box, n = _embedding_of(image, body.embedding, body.aligned, need_face=False)
         if embedding is None:
-            return MatchOut(match=None, similarity=None, threshold=gallery.threshold, box=None, num_faces=0)
-        m = gallery.search(embedding[None])[0]
+            return MatchOut(match=None, similarity=None, threshold=gallery.threshold, box=None, num_faces=0,
+                            aggregation=aggregation, liveness=liveness)
+        m = gallery.search(embedding[None], aggregation=aggregation)[0]
         return MatchOut(match=MatchedPerson(person_id=m.person_id, name=m.name) if m.person_id else None,
                         similarity=None if np.isnan(m.similarity) else m.similarity, threshold=gallery.threshold,
-                        box=box, num_faces=n)
+                        box=box, num_faces=n, aggregation=m.aggregation, liveness=liveness)
+
+    landmarker, landmarker_lock = [], threading.Lock()  # dlib's 68-point predictor (~100 MB): loaded once, lazily
+
+    def _liveness(frames: list[str]):
+        from fr_lib.recognition.liveness import EyeLandmarker, check_liveness
+
+        rgb = []
+        for i, frame in enumerate(frames):
+            try:
+                rgb.append(decode_image(frame, limits.max_image_side))
+            except ValueError as e:
+                raise HTTPException(e.args[0], f"frame {i}: {e.args[1]}") from None
+        try:
+            with landmarker_lock:
+                if not landmarker:
+                    landmarker.append(EyeLandmarker())
+                return check_liveness(rgb, landmarker[0])
+        except ImportError as e:
+            raise HTTPException(501, f"liveness is not available on this server: {e}") from None
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
 
     @app.get("/people", response_model=PeoplePage, dependencies=read_guard, responses={401: {}},
              summary="List people, page by page")

@@ -107,3 +107,30 @@ def test_missing_dlib_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "dlib", None)      # makes `import dlib` raise ImportError
     with pytest.raises(ImportError, match=r"pip install 'fr_lib\[dlib\]'"):
         EyeLandmarker()
+
+
+def test_match_with_frames_answers_not_live_for_a_photo(landmarker, monkeypatch):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from skimage.data import astronaut
+    from _recognition_utils import png_base64, tiny_pipeline
+
+    from fr_lib.recognition import liveness
+    from fr_lib.recognition.gallery import Gallery
+    from fr_lib.recognition.serve import create_app
+
+    monkeypatch.setattr(liveness, "EyeLandmarker", lambda: landmarker)   # the module's predictor, loaded once
+    pipeline = tiny_pipeline()
+    gallery = Gallery(":memory:", pipeline=pipeline, threshold=0.5)
+    client = TestClient(create_app(pipeline, gallery, token="write-token-123"))
+    auth = {"Authorization": "Bearer write-token-123"}
+    frame = png_base64(astronaut()[::2, ::2].copy())
+    r = client.post("/match", json={"frames": [frame] * 15}, headers=auth)
+    assert r.status_code == 200, r.text
+    live = r.json()["liveness"]
+    assert live["live"] is False and live["blinks"] == 0 and len(live["ears"]) == 15
+    assert all(e is not None and e == live["ears"][0] for e in live["ears"])
+    assert r.json()["num_faces"] >= 1          # the last frame was matched
+    assert client.post("/match", json={"frames": [frame, "!!"]}, headers=auth).status_code == 400
+    r = client.post("/match", json={"frames": [frame]}, headers=auth)
+    assert r.status_code == 422 and "at least 3 frames" in r.json()["detail"]
