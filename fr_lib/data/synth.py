@@ -392,3 +392,39 @@ def generate_dataset(out, identities: int, images_per_identity: int, size: int =
         bar.close()
     return {"root": str(out), "identities": identities, "images": int(sum(counts)), "counts": counts, "size": size,
             "seed": seed, "imbalanced": imbalanced, "seconds": time.perf_counter() - t0}
+
+
+def generate_pack(out, identities: int, images_per_identity: int, size: int = 112, seed: int = 0,
+                  imbalanced: bool = False, workers: int | None = None, bin_identities: int | None = None,
+                  bin_pairs: int = 600, progress: bool = False) -> dict:
+    """The synthetic dataset as an insightface pack: ``out/train.rec``, ``train.idx``, ``property`` holding
+    ``identities`` identities (generate_dataset's identities 0 .. identities-1 for the same seed), plus
+    ``out/synth.bin``: a verification set of ``bin_pairs`` pairs (fr_lib.data.bin_sets) over ``bin_identities``
+    further, held-out identities (default: max(2, identities // 10)), so the CASIA path (pack -> train -> .bin
+    verification) runs with no download. Returns generate_dataset's dict plus 'bin' and 'bin_identities'."""
+    import shutil
+    import tempfile
+
+    from fr_lib.data.bin_sets import write_bin_from_folder
+    from fr_lib.data.pack import write_pack
+    from fr_lib.data.scan import scan_folder
+
+    held = max(2, identities // 10) if bin_identities is None else bin_identities
+    if held < 2:
+        raise ValueError(f"the verification set needs >= 2 held-out identities, got bin_identities={held}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
+        r = generate_dataset(Path(tmp) / "all", identities + held, images_per_identity, size, seed, imbalanced,
+                             workers, progress=progress)
+        # the held-out identities are the last ones, so the training identities match generate_dataset's
+        (Path(tmp) / "held").mkdir()
+        for i in range(identities, identities + held):
+            os.rename(Path(tmp) / "all" / identity_name(i), Path(tmp) / "held" / identity_name(i))
+        index = scan_folder(Path(tmp) / "all", use_cache=False, verify=False)
+        write_pack(index, out, progress=progress)
+        bin_path = write_bin_from_folder(Path(tmp) / "held", out / "synth.bin", n_pairs=bin_pairs, seed=seed)
+        shutil.rmtree(Path(tmp) / "all")
+    r.update(root=str(out), identities=identities, images=len(index), counts=r["counts"][:identities],
+             bin=str(bin_path), bin_identities=held)
+    return r
