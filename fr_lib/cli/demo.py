@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from fr_lib.evaluation.held_out import DEFAULT_CHECKPOINT
 from fr_lib.io import atomic_write
 
 MATRIX = ("ce-efficientnet", "ce-inceptionresnetv1-1292", "triplet-efficientnet", "arcface-efficientnet")
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--experiments", metavar="A,B", default=",".join(MATRIX),
                    help=f"experiments to train (default: {','.join(MATRIX)})")
     p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
-    p.add_argument("--checkpoint", choices=("last", "best"), default="last",
+    p.add_argument("--checkpoint", choices=("last", "best"), default=DEFAULT_CHECKPOINT,
                    help="weights to evaluate: last (end of the cosine schedule, default) or best (min val loss; "
                         "with the demo's small val sets a poor selector for triplet loss, whose val loss is lowest "
                         "in epoch 1)")
@@ -80,7 +81,7 @@ def _run(args) -> int:
     import config
     from fr_lib.workflows import demo
     from fr_lib.device import resolve_device_name
-    from fr_lib.embedders.resolve import resolve_embedder
+    from fr_lib.evaluation.held_out import held_out_split, run_checkpoint, split_differences
 
     t_start = time.perf_counter()
     device = resolve_device_name(args.device)      # DeviceUnavailable is a ValueError: exit code 2
@@ -105,54 +106,37 @@ def _run(args) -> int:
         print("  reused (complete)" if info["reused"] else f"  wrote {info['images']} images in "
                                                          f"{info['seconds']:.0f} s")
 
-    # 2. train
+    # 2. train (after checking that every run holds out the same identities: one table, one split)
+    differ = [f"{c.name}: {', '.join(d)}" for c in cfgs[1:] if (d := split_differences(cfgs[0].data, c.data))]
+    if differ:
+        raise ValueError(f"the experiments would hold out other identities than {cfgs[0].name} "
+                         f"({'; '.join(differ)}); the demo compares models on one shared split")
     rows, training = {}, {}
     for step, cfg in enumerate(cfgs, start=2):
         name = demo.display_name(cfg.loss.name, cfg.model.backbone)
         print(f"[{step}/{n_steps}] {name}: {cfg.name}, preset {preset}, {cfg.train.epochs} epoch(s) at "
               f"{cfg.data.image_size} px on {device} -> {cfg.output_dir}", flush=True)
         run = demo.train_or_reuse(cfg, retrain=args.retrain, progress=progress)
-        ckpt = run["checkpoint"] if args.checkpoint == "best" else Path(cfg.output_dir) / "last.pt"
+        ckpt = run_checkpoint(cfg.output_dir, args.checkpoint)
         training[name] = {**demo.training_summary(run["history"]), "state": run["state"], "experiment": cfg.name,
                           "checkpoint": str(ckpt)}
         print(f"  {run['state']} ({run['seconds']:.0f} s): best epoch {training[name].get('best_epoch')}, "
               f"val accuracy {training[name].get('val_accuracy', float('nan')):.3f}", flush=True)
-        rows[name] = cfg
+        rows[name] = ckpt
 
-    # 3. evaluate on the held-out identities (the same split for every run: same data settings)
-    print(f"[{n_steps}/{n_steps}] evaluating on the held-out identities", flush=True)
-    split_keys = ("root", "min_images_per_identity", "max_identities", "max_images_per_identity",
-                  "eval_identity_fraction", "distractor_fraction", "seed")
-    differ = [c.name for c in cfgs if any(getattr(c.data, k) != getattr(cfgs[0].data, k) for k in split_keys)]
-    if differ:
-        print(f"  warning: {', '.join(differ)} held out other identities than {cfgs[0].name}; all rows are "
-              f"evaluated on {cfgs[0].name}'s held-out identities", file=sys.stderr)
-    index, split = demo.held_out_split(cfgs[0].data)
-    print(f"  {len(split.query)} query images of {len({l for _, l in split.query})} identities, "
-          f"{len(split.distractors)} distractor images of {len({l for _, l in split.distractors})} identities")
-    cache = Path(args.runs or config.RUNS_DIR) / ".eval-cache"   # embeddings keyed by weights + data
-    embeddings, notes = {}, {"evaluated checkpoint": args.checkpoint}
-    for name, cfg in rows.items():
-        ckpt = cfg.checkpoint if args.checkpoint == "best" else Path(cfg.output_dir) / "last.pt"
-        model, meta = resolve_embedder(ckpt, device=device)
-        embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, cache_dir=cache,
-                                               cache_name=cfg.name, progress=progress)
+    # 3. evaluate on the held-out identities
+    print(f"[{n_steps}/{n_steps}] evaluating the {args.checkpoint} checkpoints on the held-out identities",
+          flush=True)
+    split = held_out_split(cfgs[0].data)
+    print(f"  {len(split.query)} query images of {len(split.query_classes)} identities, "
+          f"{len(split.distractors)} distractor images of {len(split.distractor_classes)} identities")
     trained_sizes = {c.model.backbone: c.data.image_size for c in cfgs}
     baselines = [RANDOM_BASELINE] + (["dlib-resnet"] if include_dlib else [])
-    for key in baselines:
-        name = demo.BASELINE_NAMES[key]
-        try:
-            model, meta = resolve_embedder(key, device=device)
-        except (ImportError, RuntimeError) as e:   # not installed / weights unavailable: a visible skip
-            notes[name] = f"skipped: {e}"
-            print(f"  {name}: skipped ({e})")
-            continue
-        size = demo.baseline_image_size(key, trained_sizes)   # random weights: the trained models' input size
-        embeddings[name] = demo.embed_held_out(model, meta, index, split, device=device, image_size=size,
-                                               cache_dir=cache, cache_name=key, progress=progress)
-        notes[name] = f"{meta['kind']} baseline at {size or meta['image_size']} px"
-    results = demo.identification_rates(embeddings)
-    paths = demo.write_report(results, embeddings, out, notes=notes, training=training)
+    ev, paths = demo.evaluate_and_report(
+        rows, split, baselines, trained_sizes, out, device=device,
+        cache_dir=Path(args.runs or config.RUNS_DIR) / ".eval-cache",   # embeddings keyed by weights + data
+        training=training, checkpoint=args.checkpoint, progress=progress, log=lambda m: print(f"  {m}"))
+    results = ev.results
     atomic_write(out / "training.md", demo.training_table(training))
 
     # 4. show

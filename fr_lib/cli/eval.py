@@ -10,9 +10,12 @@ checkpoint's config, on --data ROOT if given, else on the run's own data root), 
 folders. Besides experiment names: ``random-<backbone>`` (randomly initialised, seed 0: the chance-level row),
 ``facenet-vggface2`` / ``facenet-casia-webface`` (pretrained; skipped with a reason when offline), ``dlib-resnet``
 and checkpoint paths (fr_lib.embedders.resolve.resolve_embedder).
-After each experiment the cosine threshold at FPR = 0.01 is written to runs/<name>/threshold.json (used by
-``fr compare`` and ``fr recognize``). Writes table.md, table.csv, table.html, results.json, roc_curves.png and
-similarity_distributions.png under --out.
+An experiment name evaluates the run's best.pt (the checkpoint fr compare / fr serve / fr recognize load); pass a
+checkpoint path (runs/<name>/last.pt) for another. Every row is evaluated on one held-out split (the first
+checkpoint's); a checkpoint trained with other split settings is listed as skipped.
+After each checkpoint the cosine threshold at FPR = 0.01 is written to threshold.json beside it (used by
+``fr compare``, ``fr serve`` and ``fr recognize``). Writes table.md, table.csv, table.html, results.json,
+roc_curves.png and similarity_distributions.png under --out (fr_lib.evaluation.held_out.write_report).
 With --pairs (an LFW View-2 pairs file whose names resolve under --data, e.g. LFW itself or one written by
 fr_lib.data.lfw_pairs.write_lfw_pairs): 10-fold verification accuracy, EER and ROC-AUC per model instead, written to
 verification.md, verification.csv and verification.json under --out.
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
-from fr_lib.io import atomic_write, save_figure
 
-DEFAULT_FPRS = "0.5,0.25,0.1,0.05,0.01,0.005,0.001"
-THRESHOLD_FPR = 0.01
+from fr_lib.evaluation.held_out import FPRS
+from fr_lib.evaluation.thresholds import THRESHOLD_FPR
+from fr_lib.io import atomic_write, safe_filename
+
+DEFAULT_FPRS = ",".join(f"{f:g}" for f in FPRS)
 
 
 class EvalError(Exception):
@@ -93,29 +97,11 @@ def _named(items: str) -> list[tuple[str, str]]:
     return out
 
 
-def load_embeddings_npz(path: str | Path):
-    """(query_emb, query_labels, distractor_emb) from an .npz with embeddings, labels, is_distractor."""
-    import numpy as np
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"embeddings file not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("embeddings", "labels", "is_distractor") if k not in z]
-        if missing:
-            raise EvalError(f"{path} lacks array(s) {missing}; expected embeddings (N, D), labels (N,), "
-                            f"is_distractor (N,) bool; found {sorted(z.files)}")
-        emb, labels, is_d = z["embeddings"], z["labels"], z["is_distractor"].astype(bool)
-    if emb.ndim != 2 or labels.shape != (len(emb),) or is_d.shape != (len(emb),):
-        raise EvalError(f"{path}: shapes disagree: embeddings {emb.shape}, labels {labels.shape}, "
-                        f"is_distractor {is_d.shape}")
-    return emb[~is_d], labels[~is_d], emb[is_d]
-
-
 # ------------------------------------------------------------------------------------------- experiments
-def _model_for(name: str, device: str):
-    """(model, image_size, normalization, checkpoint path or None, data config dict or None) through
-    fr_lib.embedders.resolve.resolve_embedder: registered experiments, checkpoint paths, random-<backbone>,
-    facenet-vggface2 / facenet-casia-webface, dlib-resnet."""
+def _resolve(name, device: str):
+    """fr_lib.embedders.resolve.resolve_embedder with config's experiments and runs folder -> (model, meta):
+    registered experiments, checkpoint paths, random-<backbone>, facenet-vggface2 / facenet-casia-webface,
+    dlib-resnet. Unknown names and missing checkpoints are EvalErrors."""
     import config
     from fr_lib.embedders.resolve import resolve_embedder
 
@@ -123,70 +109,47 @@ def _model_for(name: str, device: str):
         return config.get_experiment(n).checkpoint   # KeyError (a LookupError) for names that are not experiments
 
     try:
-        model, meta = resolve_embedder(name, device=device, runs_dir=config.RUNS_DIR, checkpoint_for=checkpoint_for)
+        return resolve_embedder(name, device=device, runs_dir=config.RUNS_DIR, checkpoint_for=checkpoint_for)
     except (ValueError, FileNotFoundError) as e:
         raise EvalError(str(e)) from e
+
+
+def _model_for(name: str, device: str):
+    """(model, image_size, normalization, checkpoint path or None, data config dict or None) of _resolve."""
+    model, meta = _resolve(name, device)
     ckpt = Path(meta["checkpoint"]) if meta.get("checkpoint") else None
     data_cfg = (meta.get("config") or {}).get("data")
     return model, meta["image_size"], meta["normalization"], ckpt, data_cfg
 
 
-def _split_samples(args, data_cfg: dict | None):
-    """(index root, query samples, distractor samples) for one experiment."""
-    from fr_lib.data import open_set_split, scan_folder
+def _held_out_sources(args, names: list[str], device: str):
+    """(HeldOutSplit, {row: source}): --query/--distractors folders, else the split of the first checkpoint among
+    ``names`` (on --data ROOT if given), else config.DataConfig's defaults (baselines only). The first checkpoint
+    is resolved here once and handed on as (model, meta)."""
+    from fr_lib.embedders.resolve import PRETRAINED, RANDOM_PREFIX
+    from fr_lib.evaluation.held_out import folder_split, held_out_split
+
+    sources = {name: name for name in names}
     if args.query:
-        q, d = scan_folder(args.query), scan_folder(args.distractors)
-        return [(q, q.samples), (d, d.samples)]
-    if data_cfg is None:   # random baseline without a trained experiment: DataConfig defaults
+        return folder_split(args.query, args.distractors), sources
+    data_cfg = None
+    for name in names:
+        if name in PRETRAINED or name.startswith(RANDOM_PREFIX):
+            continue
+        try:
+            model, meta = _resolve(name, device)
+        except (ImportError, RuntimeError):   # listed as skipped by evaluate_models
+            continue
+        data_cfg = (meta.get("config") or {}).get("data")
+        sources[name] = (model, meta)
+        if data_cfg:
+            break
+    if data_cfg is None:   # random / pretrained baselines without a trained experiment: DataConfig defaults
         import dataclasses
 
         import config
         data_cfg = dataclasses.asdict(config.DataConfig())
-    root = args.data or data_cfg["root"]
-    index = scan_folder(root, min_images_per_identity=data_cfg.get("min_images_per_identity", 1),
-                        max_images_per_identity=data_cfg.get("max_images_per_identity"),
-                        max_identities=data_cfg.get("max_identities"))
-    split = open_set_split(index, data_cfg["eval_identity_fraction"], data_cfg["distractor_fraction"],
-                           data_cfg["seed"])
-    return [(index, split.query), (index, split.distractors)]
-
-
-def _embed_experiment(name: str, args, device: str, out: Path, first_data_cfg):
-    import numpy as np
-
-    from fr_lib.data import FaceFolder, build_transforms
-    from fr_lib.evaluation.embed import checkpoint_fingerprint, extract_embeddings
-
-    model, image_size, normalization, ckpt, data_cfg = _model_for(name, device)
-    parts = _split_samples(args, data_cfg or first_data_cfg)
-    tf = build_transforms(normalization, image_size, train=False)
-    embs = []
-    for kind, (index, samples) in zip(("query", "distractors"), parts):
-        if not samples:
-            if kind == "query":
-                raise EvalError(f"{name}: the query set is empty (no held-out query identities under {index.root})")
-            embs.append(None)
-            continue
-        ds = FaceFolder(index, transform=tf, samples=samples)
-        safe = re.sub(r"[^\w.-]+", "_", name).strip("_")          # checkpoint paths as names
-        cache = None if args.no_cache else out / "cache" / f"{safe}-{kind}{'-flip' if args.flip else ''}.npz"
-        key = checkpoint_fingerprint(ckpt) if ckpt else name
-        embs.append(extract_embeddings(model, ds, device=device, flip=args.flip, batch_size=args.batch_size,
-                                       cache_path=cache, cache_key=key, progress=True))
-        if ds.load_errors:
-            print(f"warning: {name}: {len(ds.load_errors)} unreadable {kind} images replaced", file=sys.stderr)
-    q, d = embs
-    dist = d.embeddings if d is not None else np.zeros((0, q.embeddings.shape[1]), np.float32)
-    return (q.embeddings, q.labels, dist), ckpt, data_cfg
-
-
-def write_threshold(checkpoint: Path, result, embedding_size: int, data: str) -> Path:
-    """runs/<name>/threshold.json: the cosine threshold at FPR = 0.01 (strict '>' means same identity)."""
-    k = [float(f) for f in result.fprs].index(THRESHOLD_FPR)
-    info = {"fpr": THRESHOLD_FPR, "threshold": float(result.thresholds[k]), "tpr": float(result.tprs[k]),
-            "embedding_size": int(embedding_size), "n_positives": result.n_positives,
-            "n_negatives": result.n_negatives, "evaluated_on": data, "rule": "same identity if cosine > threshold"}
-    return atomic_write(checkpoint.parent / "threshold.json", json.dumps(info, indent=2) + "\n")
+    return held_out_split(data_cfg, root=args.data), sources
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -230,7 +193,7 @@ def _run_pairs(args) -> int:
             continue
         meta = {"name": name, "image_size": image_size, "normalization": normalization,
                 "checkpoint": str(ckpt) if ckpt else None}
-        cache = None if args.no_cache else out / "cache" / f"{_safe_name(name)}-pairs{'-flip' if args.flip else ''}.npz"
+        cache = None if args.no_cache else out / "cache" / f"{safe_filename(name)}-pairs{'-flip' if args.flip else ''}.npz"
         res = verify_pairs(model, meta, args.pairs, args.data, device=device, batch_size=args.batch_size,
                            flip=args.flip, cache_path=cache)
         rows[name] = res.table_row()
@@ -249,17 +212,10 @@ def _run_pairs(args) -> int:
     return 0
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
 def _run(args) -> int:
-    import matplotlib
-    matplotlib.use("Agg")
-
-    from fr_lib.evaluation.metrics import identification_rate
-    from fr_lib.evaluation.plots import plot_roc, plot_similarity_distributions
-    from fr_lib.evaluation.report import comparison_table, to_markdown, write_table
+    from fr_lib.evaluation.held_out import HeldOutEmbeddings, evaluate_models, select_fprs, write_report
+    from fr_lib.evaluation.report import comparison_table, to_markdown
+    from fr_lib.evaluation.thresholds import write_threshold
 
     if args.pairs:
         return _run_pairs(args)
@@ -272,60 +228,34 @@ def _run(args) -> int:
         raise EvalError("--embeddings already holds the query/distractor split; drop --data/--query")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fprs_run = sorted(set(fprs) | {THRESHOLD_FPR}, reverse=True)
+    fprs_run = sorted(set(fprs) | {THRESHOLD_FPR}, reverse=True)   # the threshold file's FPR, reported or not
     device = _device(args.device)
 
-    results, embeddings, summary = {}, {}, {}
-    first_data_cfg = None
     if args.embeddings:
-        jobs = [(name, path) for name, path in _named(args.embeddings)]
+        files = _named(args.embeddings)
+        split, sources = None, {name: HeldOutEmbeddings.from_npz(path) for name, path in files}
     else:
-        jobs = [(name, None) for name in (x.strip() for x in args.experiments.split(",")) if name]
-        if not jobs:
+        names = [x.strip() for x in args.experiments.split(",") if x.strip()]
+        if not names:
             raise EvalError("--experiments is empty")
-    skipped = {}
-    for name, path in jobs:
-        ckpt = None
-        if path is not None:
-            q, labels, d = load_embeddings_npz(path)
-        else:
-            try:
-                (q, labels, d), ckpt, data_cfg = _embed_experiment(name, args, device, out, first_data_cfg)
-            except (ImportError, RuntimeError) as e:   # pretrained weights offline, optional dlib extra missing
-                print(f"skipped {name}: {e}", file=sys.stderr)
-                skipped[name] = str(e)
-                continue
-            first_data_cfg = first_data_cfg or data_cfg
-        try:
-            r = identification_rate(q, labels, d, fprs_run, chunk_size=args.chunk_size,
-                                    device="cpu" if device == "cpu" else device, progress=True)
-        except ValueError as e:
-            raise EvalError(f"{name}: {e}") from e
-        keep = [fprs_run.index(f) for f in fprs]
-        table_r = type(r)(**{**r.__dict__, "fprs": r.fprs[keep], "thresholds": r.thresholds[keep],
-                             "tprs": r.tprs[keep], "ranks": r.ranks[keep]})
-        results[name], embeddings[name] = table_r, (q, labels, d)
-        summary[name] = {"tpr_at_fpr": dict(zip(map(str, fprs), map(float, table_r.tprs))),
-                         "thresholds": dict(zip(map(str, fprs), map(float, table_r.thresholds))),
-                         "roc_auc": r.roc_auc, "roc_auc_max_error": r.roc_auc_max_error,
-                         "n_query": int(len(q)), "n_distractors": int(len(d)), "n_positives": r.n_positives,
-                         "n_negatives": r.n_negatives, "source": str(path or ckpt or name)}
-        if ckpt is not None and not args.no_threshold:
-            p = write_threshold(ckpt, r, q.shape[1], str(args.data or args.query or "training split"))
-            summary[name]["threshold_file"] = str(p)
-        print(f"{name}: {len(q)} query / {len(d)} distractor images, {r.n_positives} positive and "
-              f"{r.n_negatives} negative pairs, ROC-AUC {r.roc_auc:.4f}", flush=True)
-
-    if not results:
-        raise EvalError(f"every model was skipped: {skipped}")
-    summary.update({name: {"skipped": reason} for name, reason in skipped.items()})
-    df = comparison_table(results)
-    write_table(df, out)
-    atomic_write(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    for fig, fname in ((plot_roc(results), "roc_curves.png"),
-                       (plot_similarity_distributions(embeddings), "similarity_distributions.png")):
-        save_figure(fig, out / fname)
-    print(to_markdown(df))
+        split, sources = _held_out_sources(args, names, device)
+    ev = evaluate_models(sources, split, device=device, fprs=fprs_run,
+                         cache_dir=None if args.no_cache else out / "cache", batch_size=args.batch_size,
+                         flip=args.flip, resolve=_resolve, metric_device=device, chunk_size=args.chunk_size,
+                         log=print, progress=True)
+    if not ev.results:
+        raise EvalError(f"every model was skipped: {ev.skipped}")
+    if args.embeddings:
+        for name, path in files:
+            ev.sources[name]["source"] = str(path)
+    evaluated_on = str(args.data or args.query or "the run's held-out identities")
+    for name, r in ev.results.items():
+        if ev.sources[name]["kind"] == "checkpoint" and not args.no_threshold:
+            p = write_threshold(ev.sources[name]["source"], r, ev.embeddings[name].query.shape[1], evaluated_on)
+            ev.notes[name] = f"threshold at FPR={THRESHOLD_FPR:g} written to {p}"
+    results = {name: select_fprs(r, fprs) for name, r in ev.results.items()}
+    write_report(out, results, ev.embeddings, ev.notes, sources=ev.sources, split=split)
+    print(to_markdown(comparison_table(results)))
     print(f"wrote table.md, table.csv, table.html, results.json, roc_curves.png, similarity_distributions.png "
           f"to {out}")
     return 0

@@ -208,39 +208,44 @@ class HeldOutEmbeddings:
         return cls(emb[~is_d], labels[~is_d], emb[is_d], labels[is_d])
 
 
-def embed_held_out(model, meta: dict, split: HeldOutSplit, device: str = "cpu", image_size: int | None = None,
-                   batch_size: int = 64, flip: bool = False, cache_dir=None, cache_name: str | None = None,
-                   progress: bool = True) -> HeldOutEmbeddings:
-    """Embed the query and distractor images of ``split`` with ``model`` (images -> (B, D)).
-
-    meta: resolve_embedder's meta ('normalization', 'image_size' px; ``image_size`` overrides it). flip: average
-    each embedding with its mirror's. With cache_dir and cache_name, embeddings are cached under
-    cache_dir/<cache_name>-{query,distractors}[-flip].npz, keyed by the weights, the data, the flag and the size
-    (fr_lib.evaluation.embed.extract_embeddings). Unreadable images are replaced (FaceFolder) and counted on stderr.
-    """
+def embed_samples(model, meta: dict, index, samples, device: str = "cpu", image_size: int | None = None,
+                  batch_size: int = 64, flip: bool = False, cache_path=None, progress: bool = True):
+    """fr_lib.evaluation.embed.Embeddings ((N, D) unit rows, labels, paths) of ``samples`` [(path relative to
+    index.root, label)] under ``model`` with the eval transform of meta['normalization'] at ``image_size`` px
+    (default meta['image_size']). Cached at cache_path (keyed by weights, data, flip and size) when given.
+    Unreadable images are replaced by another of the same identity (FaceFolder) and counted on stderr."""
     from fr_lib.data import FaceFolder
     from fr_lib.evaluation.embed import extract_embeddings
 
+    size = int(image_size or meta["image_size"])
+    ds = FaceFolder(index, transform=eval_transform(meta["normalization"], size), samples=samples)
+    emb = extract_embeddings(model, ds, device=device, flip=flip, batch_size=batch_size, cache_path=cache_path,
+                             cache_key=f"{meta['normalization']}@{size}", progress=progress)
+    if ds.load_errors:
+        print(f"warning: {meta.get('name', 'model')}: {len(ds.load_errors)} unreadable image(s) replaced by "
+              f"another image of the same identity, e.g. {ds.load_errors[0]}", file=sys.stderr)
+    return emb
+
+
+def embed_held_out(model, meta: dict, split: HeldOutSplit, device: str = "cpu", image_size: int | None = None,
+                   batch_size: int = 64, flip: bool = False, cache_dir=None, cache_name: str | None = None,
+                   progress: bool = True) -> HeldOutEmbeddings:
+    """Embed the query and distractor images of ``split`` with ``model`` (images -> (B, D); embed_samples).
+
+    meta: resolve_embedder's meta ('normalization', 'image_size' px; ``image_size`` overrides it). flip: average
+    each embedding with its mirror's. With cache_dir and cache_name, embeddings are cached under
+    cache_dir/<cache_name>-{query,distractors}[-flip].npz."""
     if not split.query:
         raise ValueError(f"no held-out query identities under {split.index.root}: lower the identity filter, raise "
                          f"eval_identity_fraction, or add identities with 2+ images")
-    size = int(image_size or meta["image_size"])
-    tf = eval_transform(meta["normalization"], size)
     parts = {}
     for kind, samples, index in (("query", split.query, split.index),
                                  ("distractors", split.distractors, split.distractor_index or split.index)):
-        if not samples:
-            parts[kind] = None
-            continue
         cache = (Path(cache_dir) / f"{safe_filename(cache_name)}-{kind}{'-flip' if flip else ''}.npz"
                  if cache_dir and cache_name else None)
-        ds = FaceFolder(index, transform=tf, samples=samples)
-        parts[kind] = extract_embeddings(model, ds, device=device, flip=flip, batch_size=batch_size,
-                                         cache_path=cache, cache_key=f"{meta['normalization']}@{size}",
-                                         progress=progress)
-        if ds.load_errors:
-            print(f"warning: {meta.get('name', 'model')}: {len(ds.load_errors)} unreadable {kind} image(s) "
-                  f"replaced by another image of the same identity, e.g. {ds.load_errors[0]}", file=sys.stderr)
+        parts[kind] = (embed_samples(model, meta, index, samples, device=device, image_size=image_size,
+                                     batch_size=batch_size, flip=flip, cache_path=cache, progress=progress)
+                       if samples else None)
     q, d = parts["query"], parts["distractors"]
     if d is None:
         return HeldOutEmbeddings(q.embeddings, q.labels, np.zeros((0, q.embeddings.shape[1]), np.float32),

@@ -138,3 +138,26 @@ def plot_training_curves(metrics_csv, title: str | None = None, figsize=(12, 4))
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_distributions(panels: dict, figsize=None):
+    """Density panels side by side, e.g. a loss's diagnostics (fr_lib.losses.diagnostics). panels: {panel title:
+    (x label, {series label: values (n,)}, {marker label: x position} or None)}; markers are dashed vertical
+    lines (a margin, a trained scale)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize or (6 * len(panels), 4), squeeze=False)
+    for ax, (title, (xlabel, series, markers)) in zip(axes[0], panels.items()):
+        for label, values in series.items():
+            values = np.asarray(values, float)
+            values = values[np.isfinite(values)]
+            sns.histplot(values, ax=ax, stat="density", kde=len(np.unique(values)) > 1, element="step",
+                         label=f"{label} (n={len(values)})")
+        for label, x in (markers or {}).items():
+            ax.axvline(x, ls="--", color="k", lw=1)
+            ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize="small")
+        ax.set(title=title, xlabel=xlabel)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

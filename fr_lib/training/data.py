@@ -1,8 +1,9 @@
 """The datasets and loaders of a training run, built from a DataConfig-like object.
 
-Splits (all deterministic by data.seed): an open-set split holds ``eval_identity_fraction`` of the identities out
-of training (query + distractor identities for the per-epoch TPR@FPR check); the training identities are then
-split closed-set (``val_fraction`` of each identity's images) into train and val.
+Splits: fr_lib.evaluation.held_out.held_out_split (deterministic by data.seed): ``eval_identity_fraction`` of the
+identities are held out of training (query + distractor identities for the per-epoch TPR@FPR check, the same ones
+the final comparison table uses); the training identities are split closed-set (``val_fraction`` of each
+identity's images) into train and val.
 """
 from __future__ import annotations
 
@@ -39,27 +40,32 @@ def _dataset(data_cfg, index, samples, classes, transform, tag: str):
     return packed
 
 
-def build_training_data(data_cfg, normalization: str) -> TrainingData:
-    """Scan data_cfg.root, split, and wrap the splits in datasets with ``normalization``'s transforms."""
-    from fr_lib.data import build_transforms, closed_set_split, open_set_split, scan_folder
-
-    index = scan_folder(data_cfg.root, min_images_per_identity=data_cfg.min_images_per_identity,
-                        max_images_per_identity=data_cfg.max_images_per_identity,
-                        max_identities=data_cfg.max_identities)
-    split = open_set_split(index, data_cfg.eval_identity_fraction, data_cfg.distractor_fraction, data_cfg.seed)
-    train, val = closed_set_split(split.train, data_cfg.val_fraction, data_cfg.seed)
-    if getattr(data_cfg, "batch_augment", False):   # uint8 pixels only; fr_lib.training.loop applies BatchAugment
+def train_transform(data_cfg, normalization: str):
+    """The per-image transform of the training images: augment + normalise, or with data_cfg.batch_augment only
+    decode to uint8 (fr_lib.training.loop applies BatchAugment on the device)."""
+    if getattr(data_cfg, "batch_augment", False):
         from fr_lib.data.batch_augment import uint8_transform
 
-        train_tf = uint8_transform(data_cfg.image_size)
-    else:
-        train_tf = build_transforms(normalization, data_cfg.image_size, train=True, augment=data_cfg.augment)
-    eval_tf = build_transforms(normalization, data_cfg.image_size, train=False)
+        return uint8_transform(data_cfg.image_size)
+    from fr_lib.data import build_transforms
+
+    return build_transforms(normalization, data_cfg.image_size, train=True, augment=data_cfg.augment)
+
+
+def build_training_data(data_cfg, normalization: str) -> TrainingData:
+    """Split data_cfg's dataset (fr_lib.evaluation.held_out.held_out_split: the split every evaluation of this run
+    uses) and wrap the parts in datasets with ``normalization``'s transforms."""
+    from fr_lib.evaluation.held_out import eval_transform, held_out_split
+
+    split = held_out_split(data_cfg)
+    index = split.index
+    train_tf = train_transform(data_cfg, normalization)
+    eval_tf = eval_transform(normalization, data_cfg.image_size)
     classes = split.train_classes
     open_samples = split.query + split.distractors
     return TrainingData(
-        train=_dataset(data_cfg, index, train, classes, train_tf, "train"),
-        val=_dataset(data_cfg, index, val, classes, eval_tf, "val") if val else None,
+        train=_dataset(data_cfg, index, split.train, classes, train_tf, "train"),
+        val=_dataset(data_cfg, index, split.val, classes, eval_tf, "val") if split.val else None,
         open_set=_dataset(data_cfg, index, open_samples, None, eval_tf, "openset") if split.query else None,
         n_query=len(split.query), num_classes=len(classes), classes=classes, skipped=list(index.skipped))
 

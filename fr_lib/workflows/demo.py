@@ -1,15 +1,15 @@
 """The main job as library pieces: make the synthetic dataset, train a matrix of experiments (reusing finished
-runs), embed the held-out identities with every model and baseline, and write the comparison artefacts.
+runs), and compare them beside baselines on the held-out identities (fr_lib.evaluation.held_out).
 
     >>> ensure_synthetic_dataset("data/synth-demo", identities=200, images_per_identity=30)
-    >>> runs = [train_or_reuse(cfg) for cfg in configs]                   # config.ExperimentConfig objects
-    >>> index, split = held_out_split(configs[0].data)                    # query / distractor identities
-    >>> emb = {display_name(c.loss.name, c.model.backbone): embed_held_out(*load_run(c), index, split)
-    ...        for c in configs}
-    >>> paths = write_report(identification_rates(emb), emb, "id_rate/")
+    >>> runs = {display_name(c.loss.name, c.model.backbone): train_or_reuse(c) for c in configs}
+    >>> split = fr_lib.evaluation.held_out.held_out_split(configs[0].data)   # query / distractor identities
+    >>> ev, paths = evaluate_and_report({row: run_checkpoint(c.output_dir) for row, c in ...}, split,
+    ...                                 ["random-inception_resnet_v1"], {"efficientnet_b0": 64}, "id_rate/")
 
 fr_lib does not import config: callers pass configs (config.ExperimentConfig or anything with the same fields).
-Used by ``fr demo`` (fr_lib/cli/demo.py) and by id_rate/id_rate.ipynb.
+Used by ``fr demo`` (fr_lib/cli/demo.py) and by id_rate/id_rate.ipynb, which evaluate the same checkpoint by default
+(fr_lib.evaluation.held_out.DEFAULT_CHECKPOINT, where the choice is explained).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fr_lib.io import save_figure, write_json
 
-FPRS = (0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)
+from fr_lib.evaluation.held_out import DEFAULT_CHECKPOINT, evaluate_models, run_checkpoint, write_report
+from fr_lib.io import write_json
 SYNTH_MARKER = ".fr-synth.json"     # ROOT + this, beside ROOT (not inside: scans report files outside identity
                                     # folders), written last by ensure_synthetic_dataset: the dataset is complete
 DEMO_MARKER = "fr-demo.json"        # in a run folder: the run was made by `fr demo` (safe to replace)
@@ -86,16 +86,20 @@ def _holds_synthetic(root: Path, identities: int, images_per_identity: int) -> b
                for i in range(identities) for j in (0, images_per_identity - 1))
 
 
-def held_out_split(data_cfg):
-    """(FolderIndex, OpenSetSplit) of a DataConfig: the identities a training run with this config never saw
-    (split.query, split.distractors) -- the same split fr_lib.training.loop uses."""
-    from fr_lib.data import open_set_split, scan_folder
-
-    index = scan_folder(data_cfg.root, min_images_per_identity=data_cfg.min_images_per_identity,
-                        max_images_per_identity=data_cfg.max_images_per_identity,
-                        max_identities=data_cfg.max_identities)
-    return index, open_set_split(index, data_cfg.eval_identity_fraction, data_cfg.distractor_fraction,
-                                 data_cfg.seed)
+def notebook_overrides(experiment: str, device: str = "auto", data_root=None, epochs=None, runs_dir=None,
+                       overrides: dict | None = None, **loss_options) -> dict:
+    """Dotted config overrides from a training notebook's parameters (None keeps the preset's value): data_root ->
+    data.root, epochs -> train.epochs, runs_dir -> train.output_dir = runs_dir/experiment, loss options (scale,
+    margin, mining) -> loss.<name>; ``overrides`` (dotted) win."""
+    ov = {"train.device": device}
+    if data_root:
+        ov["data.root"] = str(data_root)
+    if epochs:
+        ov["train.epochs"] = int(epochs)
+    if runs_dir:
+        ov["train.output_dir"] = str(Path(runs_dir) / experiment)
+    ov.update({f"loss.{k}": v for k, v in loss_options.items() if v is not None})
+    return {**ov, **(overrides or {})}
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -152,65 +156,24 @@ def train_or_reuse(cfg, retrain: bool = False, progress: bool = True) -> dict:
 
 
 def training_summary(history: list[dict]) -> dict:
-    """Headline numbers of a run's history: epochs, best epoch (min val loss, train loss without val), its val
-    loss / closed-set val accuracy / open-set TPR@FPR, mean train images/s."""
+    """Headline numbers of a run's history: epochs, best epoch (fr_lib.training.log.best_epoch: the epoch best.pt
+    holds), its val loss / closed-set val accuracy / open-set TPR@FPR, mean train images/s, train time (s)."""
+    from fr_lib.training.log import best_epoch
+
     trained = [h for h in history if h.get("epoch", 0) > 0]
     if not trained:
         return {}
-    key = "val_loss" if all(math.isfinite(h.get("val_loss", math.nan)) for h in trained) else "train_loss"
-    best = min(trained, key=lambda h: h[key])
+    epoch = best_epoch(trained)
+    best = next((h for h in trained if h["epoch"] == epoch), {})
     speed = [h["train_images_per_s"] for h in trained if math.isfinite(h.get("train_images_per_s", math.nan))]
     tpr_key = next((k for k in best if k.startswith("tpr@fpr=")), None)
-    return {"epochs": len(trained), "best_epoch": best["epoch"], "val_loss": best.get("val_loss"),
+    return {"epochs": len(trained), "best_epoch": epoch, "val_loss": best.get("val_loss"),
             "val_accuracy": best.get("val_accuracy"), "open_set_tpr": best.get(tpr_key) if tpr_key else None,
             "train_images_per_s": float(np.mean(speed)) if speed else math.nan,
             "train_seconds": float(sum(h.get("epoch_seconds", 0.0) for h in trained))}
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def eval_transform(normalization: str, image_size: int):
-    """Eval transform of a model's normalization: fr_lib.data.build_transforms, plus 'unit' (images scaled to
-    [0, 1], no mean/std: dlib-resnet), which build_transforms does not know."""
-    from fr_lib.data import NORMALIZATIONS, build_transforms
-
-    if normalization in NORMALIZATIONS:
-        return build_transforms(normalization, image_size, train=False)
-    if normalization != "unit":
-        raise ValueError(f"unknown normalization {normalization!r}; expected {sorted(NORMALIZATIONS) + ['unit']}")
-    import torch
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True)])
-
-
-def embed_held_out(model, meta: dict, index, split, device: str = "cpu", image_size: int | None = None,
-                   batch_size: int = 64, cache_dir=None, cache_name: str | None = None, progress: bool = True):
-    """(query_emb (Nq, D), query_labels (Nq,), distractor_emb (Nd, D)) float32 unit rows of the held-out sets.
-
-    meta: resolve_embedder/load_embedder meta ('normalization', 'image_size' px; ``image_size`` overrides it).
-    Embeddings are cached under cache_dir/<cache_name>-{query,distractors}.npz, keyed by the weights and data."""
-    from fr_lib.data import FaceFolder
-    from fr_lib.evaluation.embed import extract_embeddings
-
-    if not split.query:
-        raise ValueError(f"no held-out query identities under {index.root}: lower the identity filter or add "
-                         f"identities")
-    tf = eval_transform(meta["normalization"], int(image_size or meta["image_size"]))
-    out = []
-    for kind, samples in (("query", split.query), ("distractors", split.distractors)):
-        if not samples:
-            out.append(None)
-            continue
-        cache = (Path(cache_dir) / f"{cache_name}-{kind}.npz") if cache_dir and cache_name else None
-        emb = extract_embeddings(model, FaceFolder(index, transform=tf, samples=samples), device=device,
-                                 batch_size=batch_size, cache_path=cache, cache_key=image_size, progress=progress)
-        out.append(emb)
-    q, d = out
-    dist = d.embeddings if d is not None else np.zeros((0, q.embeddings.shape[1]), np.float32)
-    return q.embeddings, q.labels, dist
-
-
 MIN_IMAGE_SIZE = {"inception_resnet_v1": 80}   # px; smaller inputs shrink to nothing inside facenet's network
 
 
@@ -225,14 +188,6 @@ def baseline_image_size(key: str, trained_sizes: dict) -> int | None:
     return None if size is None else max(int(size), MIN_IMAGE_SIZE.get(backbone, 0))
 
 
-def identification_rates(embeddings: dict, fprs=FPRS, progress: bool = False) -> dict:
-    """{name: (query, labels, distractors)} -> {name: fr_lib.evaluation.metrics.IDRateResult} (ID-rate protocol, docs/protocol.md)."""
-    from fr_lib.evaluation.metrics import identification_rate
-
-    return {name: identification_rate(q, labels, d, fprs=fprs, progress=progress)
-            for name, (q, labels, d) in embeddings.items()}
-
-
 def quality_check(results: dict, trained: list[str], baseline: str, fpr: float = 0.01, factor: float = 3.0):
     """[(name, tpr, ok)] for each trained row: its TPR@fpr >= factor x the baseline row's."""
     def tpr(r):
@@ -242,36 +197,51 @@ def quality_check(results: dict, trained: list[str], baseline: str, fpr: float =
     return [(n, tpr(results[n]), tpr(results[n]) >= factor * base) for n in trained if n in results], base
 
 
-def write_report(results: dict, embeddings: dict, out_dir, notes: dict | None = None,
-                 training: dict | None = None) -> dict:
-    """Write into out_dir: table.md/.csv/.html (best of each column in bold), results.json (the numbers behind the
-    table plus ``notes`` and ``training``), roc_curves.png (every model on one figure, linear and log FPR) and
-    similarity_distributions.png. Returns {artefact: path}."""
-    import matplotlib
+def baseline_sources(keys, trained_sizes: dict) -> dict:
+    """{row name (BASELINE_NAMES): resolve_embedder source} of baseline keys; a random-weights backbone is asked
+    for at baseline_image_size (random-<backbone>@<px>)."""
+    out = {}
+    for key in keys:
+        size = baseline_image_size(key, trained_sizes)
+        out[BASELINE_NAMES.get(key, key)] = f"{key}@{size}" if size else key
+    return out
 
-    if matplotlib.get_backend().lower() not in ("agg",) and "inline" not in matplotlib.get_backend():
-        matplotlib.use("Agg")
 
-    from fr_lib.evaluation.plots import plot_roc, plot_similarity_distributions
-    from fr_lib.evaluation.report import comparison_table, write_table
+def find_runs(runs_dir, experiments, checkpoint: str = DEFAULT_CHECKPOINT) -> tuple[dict, list[str]]:
+    """Trained runs under runs_dir: ({row name: {'checkpoint', 'experiment', 'backbone', 'image_size',
+    'history'}}, [a message per experiment without that checkpoint]). Row names are display_name's, with the
+    experiment appended when two runs share one."""
+    from fr_lib.training.checkpoint import load_checkpoint
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df = comparison_table(results)
-    paths = {f"table.{k}": v for k, v in write_table(df, out).items()}
-    summary = {name: {"tpr_at_fpr": {f"{f:g}": float(t) for f, t in zip(r.fprs, r.tprs)},
-                      "thresholds": {f"{f:g}": float(t) for f, t in zip(r.fprs, r.thresholds)},
-                      "roc_auc": float(r.roc_auc), "n_positives": int(r.n_positives),
-                      "n_negatives": int(r.n_negatives), "n_query": int(len(embeddings[name][0])),
-                      "n_distractors": int(len(embeddings[name][2]))}
-               for name, r in results.items()}
-    write_json(out / "results.json", {"models": summary, "notes": notes or {}, "training": training or {}})
-    paths["results.json"] = out / "results.json"
-    for fig, name in ((plot_roc(results, title="ROC on held-out identities (ID-rate protocol)"), "roc_curves.png"),
-                      (plot_similarity_distributions(embeddings), "similarity_distributions.png")):
-        save_figure(fig, out / name, dpi=110)
-        paths[name] = out / name
-    return paths
+    rows, missing = {}, []
+    for exp in experiments:
+        path = run_checkpoint(Path(runs_dir) / exp, checkpoint)
+        if not path.is_file():
+            missing.append(f"{exp}: no checkpoint at {path} (train it: fr train --experiment {exp})")
+            continue
+        ckpt = load_checkpoint(path)
+        cfg = ckpt.get("config") or {}
+        name = display_name(cfg["loss"]["name"], cfg["model"]["backbone"])
+        if name in rows or any(n.startswith(name + " (") for n in rows):
+            name = f"{name} ({exp})"
+        rows[name] = {"checkpoint": path, "experiment": exp, "backbone": cfg["model"]["backbone"],
+                      "image_size": cfg["data"]["image_size"], "data": cfg["data"],
+                      "history": (ckpt.get("metrics") or {}).get("history", [])}
+    return rows, missing
+
+
+def evaluate_and_report(trained: dict, split, baselines, trained_sizes: dict, out_dir, device: str = "cpu",
+                        cache_dir=None, training: dict | None = None, checkpoint: str = DEFAULT_CHECKPOINT,
+                        progress: bool = True, log=print):
+    """The demo's evaluation: trained {row: checkpoint path} beside ``baselines`` (keys of BASELINE_NAMES, random
+    weights at the trained input size) on ``split`` (fr_lib.evaluation.held_out.evaluate_models), then every
+    artefact under out_dir (write_report). Returns (Evaluation, {artefact: path})."""
+    ev = evaluate_models(trained, split, baseline_sources(baselines, trained_sizes), device=device,
+                         cache_dir=cache_dir, log=log, progress=progress)
+    notes = {"evaluated checkpoint": checkpoint, **ev.notes}
+    paths = write_report(out_dir, ev.results, ev.embeddings, notes, training=training, sources=ev.sources,
+                         split=split)
+    return ev, paths
 
 
 def training_table(training: dict) -> str:

@@ -76,7 +76,7 @@ def test_trained_checkpoint_and_random_baseline(synth_root, tmp_path, monkeypatc
         assert (out / artefact).is_file(), artefact
     df = pd.read_csv(out / "table.csv", index_col=0)
     assert list(df.index) == [name, "random-mobilenetv3_small_100"]
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text())["models"]
     # the baseline is evaluated on the same held-out identities as the experiment (its data config)
     assert res[name]["n_query"] == res["random-mobilenetv3_small_100"]["n_query"] > 0
     assert res[name]["n_distractors"] > 0
@@ -111,7 +111,7 @@ def test_query_and_distractor_folders(synth_root, tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "--experiments", "random-mobilenetv3_small_100", "--query", str(tmp_path / "query"),
                  "--distractors", str(tmp_path / "distractors"), "--out", str(out), "--fprs", "0.1"]) == 0
-    res = json.loads((out / "results.json").read_text())["random-mobilenetv3_small_100"]
+    res = json.loads((out / "results.json").read_text())["models"]["random-mobilenetv3_small_100"]
     n_q = sum(len(list((synth_root / n).iterdir())) for n in ids[:3])
     n_d = sum(len(list((synth_root / n).iterdir())) for n in ids[3:5])
     assert (res["n_query"], res["n_distractors"]) == (n_q, n_d)

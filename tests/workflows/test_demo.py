@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fr_lib.io import safe_filename
+
 FPRS = (0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)
 TINY = ["--set", "data.image_size=80", "--set", "data.eval_identity_fraction=0.4", "--set", "data.max_images_per_identity=5", "--set", "data.batch_size=8"]
 TRAINED_ROWS = ["CE / EfficientNet", "CE / InceptionResnetV1", "Triplet / EfficientNet", "ArcFace / EfficientNet"]
@@ -54,20 +56,26 @@ def test_demo_writes_every_artefact(demo_run):
     results = json.loads((out / "results.json").read_text())
     assert set(TRAINED_ROWS + [RANDOM_ROW]) <= set(results["models"])
     assert set(results["training"]) == set(TRAINED_ROWS)
-    for row in TRAINED_ROWS:
-        assert Path(results["training"][row]["checkpoint"]).is_file()
+    for row in TRAINED_ROWS:   # the default checkpoint is the last epoch's (fr_lib.evaluation.held_out)
+        assert Path(results["training"][row]["checkpoint"]).name == "last.pt"
+        assert results["models"][row]["source"] == results["training"][row]["checkpoint"]
+    assert results["notes"]["evaluated checkpoint"] == "last"
+    # the random row sees the trained InceptionResnetV1's input size (80 px here)
+    assert results["models"][RANDOM_ROW]["image_size"] == 80
+    assert results["notes"][RANDOM_ROW] == "random baseline at 80 px"
+    split = results["split"]
+    assert split["query_images"] == results["models"][RANDOM_ROW]["n_query"] > 0
+    assert split["distractor_identities"] == results["models"][RANDOM_ROW]["n_distractor_identities"] > 0
 
 
 def test_table_is_the_protocol_on_the_demo_embeddings(demo_run):
     base, _ = demo_run
     out = base / "out"
     results = json.loads((out / "results.json").read_text())["models"]
-    table = pd.read_csv(out / "table.csv", index_col=0)
+    table = pd.read_csv(out / "table.csv", index_col=0, float_precision="round_trip")
     cache = base / "runs" / ".eval-cache"
-    experiments = {"CE / EfficientNet": "ce-efficientnet", "CE / InceptionResnetV1": "ce-inceptionresnetv1-1292",
-                   "Triplet / EfficientNet": "triplet-efficientnet", "ArcFace / EfficientNet": "arcface-efficientnet",
-                   RANDOM_ROW: "random-inception_resnet_v1"}
-    for row, key in experiments.items():
+    for row in TRAINED_ROWS + [RANDOM_ROW]:
+        key = safe_filename(row)
         with np.load(cache / f"{key}-query.npz") as zq, np.load(cache / f"{key}-distractors.npz") as zd:
             low, high = brute_force_tprs(zq["embeddings"], zq["labels"], zd["embeddings"], FPRS)
         got = [results[row]["tpr_at_fpr"][f"{f:g}"] for f in FPRS]
@@ -78,7 +86,7 @@ def test_table_is_the_protocol_on_the_demo_embeddings(demo_run):
 
 def test_markdown_bolds_the_best_of_each_column(demo_run):
     base, _ = demo_run
-    table = pd.read_csv(base / "out" / "table.csv", index_col=0)
+    table = pd.read_csv(base / "out" / "table.csv", index_col=0, float_precision="round_trip")
     lines = [line for line in (base / "out" / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
     for line in lines:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -139,3 +147,21 @@ def test_synthetic_dataset_is_reused_when_complete(tmp_path):
     big = tmp_path / "big"
     generate_dataset(big, 3, 3, size=48, workers=0)
     assert ensure_synthetic_dataset(big, 2, 2, size=48, workers=0, progress=False)["reused"]
+
+
+def test_training_summary_uses_the_one_best_epoch_rule():
+    from fr_lib.training.log import best_epoch
+    from fr_lib.workflows.demo import training_summary
+
+    nan = float("nan")
+    history = [{"epoch": 0, "val_loss": 0.1, "train_loss": 9.0},          # eval_at_start row: never the best
+               {"epoch": 1, "val_loss": 2.0, "train_loss": 3.0, "val_accuracy": 0.2, "tpr@fpr=0.01": 0.1,
+                "train_images_per_s": 10.0, "epoch_seconds": 4.0},
+               {"epoch": 2, "val_loss": nan, "train_loss": 1.5, "val_accuracy": nan, "tpr@fpr=0.01": 0.3,
+                "train_images_per_s": 30.0, "epoch_seconds": 6.0},
+               {"epoch": 3, "val_loss": 1.8, "train_loss": 1.0, "val_accuracy": 0.4, "tpr@fpr=0.01": 0.2,
+                "train_images_per_s": nan, "epoch_seconds": 5.0}]
+    s = training_summary(history)
+    assert s["best_epoch"] == best_epoch(history) == 2                  # ranked row by row: train loss 1.5
+    assert (s["epochs"], s["open_set_tpr"], s["train_images_per_s"], s["train_seconds"]) == (3, 0.3, 20.0, 15.0)
+    assert training_summary([{"epoch": 0, "val_loss": 1.0}]) == {}
