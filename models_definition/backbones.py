@@ -1,4 +1,5 @@
-"""Backbone registry: any timm model name, plus facenet-pytorch's ``inception_resnet_v1``.
+"""Backbone registry: any timm model name, facenet-pytorch's ``inception_resnet_v1``, and insightface
+arcface_torch's face backbones ``iresnet18`` / ``iresnet34`` / ``iresnet50`` / ``iresnet100`` / ``mobilefacenet``.
 
 An unknown name raises ValueError with the special names and the closest timm names.
 """
@@ -13,6 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models_definition.iresnet import IRESNET_LAYERS, build_iresnet
+from models_definition.mobilefacenet import build_mobilefacenet
 from models_definition.neck import EmbeddingModel, EmbeddingNeck
 
 FACENET_PRETRAINED = ("vggface2", "casia-webface")
@@ -44,7 +47,7 @@ class FacenetTrunk(nn.Module):
         return torch.flatten(x, 1)
 
 
-def _build_inception_resnet_v1(embedding_size: int, pretrained, dropout: float) -> EmbeddingModel:
+def _build_inception_resnet_v1(embedding_size: int, pretrained, dropout: float, image_size=None) -> EmbeddingModel:
     from facenet_pytorch import InceptionResnetV1
 
     if pretrained in (None, False):
@@ -77,6 +80,9 @@ def _build_inception_resnet_v1(embedding_size: int, pretrained, dropout: float) 
 
 
 def _build_timm(name: str, embedding_size: int, pretrained, dropout: float) -> EmbeddingModel:
+    """Any timm model with num_classes=0 (timm's pooled features, or its pre-logits layer) + EmbeddingNeck. Small
+    inputs work where timm allows them: vgg16's 7x7 pre-logits conv pools smaller maps up to 7x7 itself, so it
+    embeds at 32 px (5 max-pools: 32 px is its smallest sensible size), and its pre-logits width is 4096."""
     import timm
 
     if pretrained in (None, False):
@@ -97,7 +103,12 @@ def _build_timm(name: str, embedding_size: int, pretrained, dropout: float) -> E
                           default_image_size=TIMM_DEFAULT_IMAGE_SIZE)
 
 
-_SPECIAL: dict[str, Callable[..., EmbeddingModel]] = {"inception_resnet_v1": _build_inception_resnet_v1}
+# name -> builder(embedding_size, pretrained, dropout, image_size)
+_SPECIAL: dict[str, Callable[..., EmbeddingModel]] = {
+    "inception_resnet_v1": _build_inception_resnet_v1,
+    **{f"iresnet{d}": (lambda e, p, dr, s, d=d: build_iresnet(d, e, p, dr, s)) for d in IRESNET_LAYERS},
+    "mobilefacenet": build_mobilefacenet,
+}
 
 
 def list_backbones(pattern: str = "") -> list[str]:
@@ -109,16 +120,21 @@ def list_backbones(pattern: str = "") -> list[str]:
 
 
 def build_backbone(name: str = "efficientnet_b0", embedding_size: int = 512, pretrained=None,
-                   dropout: float = 0.0) -> EmbeddingModel:
+                   dropout: float = 0.0, image_size: int | None = None) -> EmbeddingModel:
     """Backbone + embedding neck mapping (B, 3, H, W) standardised images to L2-normalised (B, embedding_size).
 
-    name: 'inception_resnet_v1' (facenet-pytorch) or any timm model name (``timm.list_models()``).
+    name: 'inception_resnet_v1' (facenet-pytorch), 'iresnet18' | 'iresnet34' | 'iresnet50' | 'iresnet100' |
+        'mobilefacenet' (insightface arcface_torch; their own BN-dropout-FC-BN head is the neck, see
+        models_definition.iresnet) or any timm model name (``timm.list_models()``).
     pretrained: None; 'imagenet' (timm); 'vggface2' | 'casia-webface' (inception_resnet_v1, facenet's loader);
-        or a path to a local weights file (timm: loaded by timm; inception_resnet_v1: a facenet state dict).
+        or a path to a local weights file (timm: loaded by timm; inception_resnet_v1: a facenet state dict;
+        iresnet* / mobilefacenet: an arcface_torch state dict such as insightface's backbone.pth).
     dropout: probability on the pooled features before the neck's linear layer.
+    image_size: input side in px for the backbones whose head fixes it (iresnet*, mobilefacenet: default 112;
+        their ``default_image_size`` becomes this); the others accept any size above their minimum and ignore it.
     """
     if name in _SPECIAL:
-        return _SPECIAL[name](embedding_size, pretrained, dropout)
+        return _SPECIAL[name](embedding_size, pretrained, dropout, image_size)
     import timm
 
     if not timm.is_model(name):

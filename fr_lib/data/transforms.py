@@ -13,6 +13,8 @@ NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # facenet-pytorch fixed_image_standardization: (x * 255 - 127.5) / 128 == (x - 127.5/255) / (128/255)
     "facenet": ((127.5 / 255,) * 3, (128.0 / 255,) * 3),
+    # insightface arcface_torch (IResNet, MobileFaceNet): (x * 255 - 127.5) / 127.5, i.e. [-1, 1]
+    "arcface": ((0.5,) * 3, (0.5,) * 3),
     # no normalisation: [0, 1] floats (models that normalise inside, e.g. the dlib ResNet baseline)
     "unit": ((0.0,) * 3, (1.0,) * 3),
 }

@@ -82,7 +82,7 @@ def _random_backbone(name: str, backbone: str) -> tuple[torch.nn.Module, dict]:
                          f"random-{backbone}@64")
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG stream
         torch.manual_seed(0)
-        model = build_backbone(backbone, pretrained=None)
+        model = build_backbone(backbone, pretrained=None, image_size=int(px) if px else None)
     meta = _meta(name, "random", model, seed=0)
     if px:
         meta["image_size"] = int(px)

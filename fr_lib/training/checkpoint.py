@@ -67,7 +67,8 @@ def load_embedder(checkpoint_path: str | os.PathLike, device="cpu"):
         raise ValueError(f"{checkpoint_path} is not an fr_lib training checkpoint (keys: {sorted(ckpt)[:8]})")
     mcfg = ckpt["config"]["model"]
     # pretrained=None: the checkpoint holds every weight, nothing must be downloaded
-    model = build_backbone(mcfg["backbone"], embedding_size=mcfg["embedding_size"], dropout=mcfg.get("dropout", 0.0))
+    model = build_backbone(mcfg["backbone"], embedding_size=mcfg["embedding_size"], dropout=mcfg.get("dropout", 0.0),
+                           image_size=ckpt["config"]["data"]["image_size"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     meta = {"config": ckpt["config"], "image_size": ckpt["config"]["data"]["image_size"],
