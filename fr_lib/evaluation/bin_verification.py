@@ -217,8 +217,8 @@ class VerificationTargets:
         return out
 
     def summary(self, row: dict) -> str:
-        """', lfw 0.9870, agedb_30 0.9120' for the epoch summary line ('' without targets)."""
-        return "".join(f", {n} {row.get(f'{n}_accuracy', math.nan):.4f}" for n in self.names)
+        """', lfw acc 0.9870, agedb_30 acc 0.9120' for the epoch summary line ('' without targets)."""
+        return "".join(f", {n} acc {row.get(f'{n}_accuracy', math.nan):.4f}" for n in self.names)
 
 
 # ------------------------------------------------------------------------------------------- comparison table

@@ -164,7 +164,7 @@ def test_verify_bin_and_targets_end_to_end(small_bin, tmp_path):
     assert targets.names == ["tiny_lfw"]
     out = targets(model, "cpu")
     assert out == {"tiny_lfw_accuracy": pytest.approx(res.accuracy)}
-    assert targets.summary(out) == f", tiny_lfw {res.accuracy:.4f}"
+    assert targets.summary(out) == f", tiny_lfw acc {res.accuracy:.4f}"
 
 
 def test_targets_report_nan_for_a_model_that_gives_nan(small_bin, capsys):
