@@ -28,12 +28,12 @@ from fr_lib.align.detect import build_detector, detect_faces
 from fr_lib.align.image import IMAGE_EXTENSIONS, read_rgb
 from fr_lib.align.policy import FACE_TOO_SMALL, NO_FACE, POLICIES, SEVERAL_FACES, UNREADABLE, select_face
 from fr_lib.align.transform import ALIGN_MODES, align_face, crop_face
+from fr_lib.data.scan import ALIGN_LOCK as LOCK_FILE          # held (flock) while a run writes DST
+from fr_lib.data.scan import ALIGN_SETTINGS as SETTINGS       # settings of the run that made DST; a rerun must match
+from fr_lib.data.scan import ALIGN_SKIP_LOG as SKIP_LOG       # append-only manifest of skipped photos (resume state)
+from fr_lib.data.scan import ALIGN_SKIPPED_CSV as SKIPPED_CSV
+from fr_lib.data.scan import is_own_file
 from fr_lib.io import atomic_write, is_temp_file
-
-SKIPPED_CSV = "skipped.csv"
-SKIP_LOG = ".fr_align_skipped.csv"   # append-only manifest of skipped photos (the resume state)
-LOCK_FILE = ".fr_align.lock"          # held (flock) while a run writes DST
-SETTINGS = ".fr_align.json"          # settings of the run that made DST; a rerun must use the same
 CHUNK_BYTES = 256 * 2**20  # decoded photos per chunk; about three chunks are in memory at once
 OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")  # kept as they are; other formats are written as .png (lossless)
 
@@ -80,13 +80,16 @@ def _output_names(files: list[str]) -> dict[str, str]:
 
 
 def _scan(root: Path) -> tuple[list[str], set[str]]:
-    """All files under root (relative posix paths, sorted) with an image extension, and every other file."""
+    """All files under root (relative posix paths, sorted) with an image extension, and every other file but
+    fr_lib's own reports, lock and settings (fr_lib.data.scan.is_own_file; temp files are in the second set)."""
     images, others = [], set()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(root)
         for name in filenames:
             rel = (rel_dir / name).as_posix()
+            if is_own_file(rel) and not is_temp_file(name):
+                continue
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 images.append(rel)
             else:

@@ -15,9 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fr_lib.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
-from fr_lib.io import atomic_write
+from fr_lib.io import atomic_write, is_temp_file
 
 CACHE_VERSION = 1
+
+# The files fr_lib itself writes into a data folder: never input, never reported as bad files. One list, used by
+# this scan and by fr align's (fr_lib.align.folder names its files from here). At the root of a data folder:
+ALIGN_SKIPPED_CSV = "skipped.csv"          # fr align's report of the photos it skipped
+ALIGN_SKIP_LOG = ".fr_align_skipped.csv"   # fr align's append-only resume manifest
+ALIGN_LOCK = ".fr_align.lock"              # held (flock) while fr align writes the folder
+ALIGN_SETTINGS = ".fr_align.json"          # the settings of the fr align run that made the folder
+OWN_ROOT_FILES = frozenset({ALIGN_SKIPPED_CSV, ALIGN_SKIP_LOG, ALIGN_LOCK, ALIGN_SETTINGS})
+# ... and anywhere: the temp files of interrupted atomic writes (fr_lib.io.is_temp_file).
+
+
+def is_own_file(rel: str | os.PathLike) -> bool:
+    """True for a file fr_lib wrote into a data folder for itself: ``rel`` (relative to the data root) is one of
+    OWN_ROOT_FILES at the root, or a temp file of an interrupted atomic write at any depth."""
+    rel = Path(rel)
+    return is_temp_file(rel.name) or (len(rel.parts) == 1 and rel.name in OWN_ROOT_FILES)
 
 
 @dataclass
@@ -91,7 +107,7 @@ def _fingerprint(folder: Path) -> tuple[int, int, list[str]]:
 def _scan_identity(folder: Path, verify: bool) -> dict:
     mtime, n, names = _fingerprint(folder)
     return {"mtime_ns": mtime, "n": n, "entries": [[name, _file_verdict(folder / name, name, verify)]
-                                                    for name in names]}
+                                                    for name in names if not is_temp_file(name)]}
 
 
 def _cache_path(root: Path, cache_dir: Path, verify: bool) -> Path:
@@ -129,7 +145,7 @@ def scan_identities(root, use_cache: bool = True, cache_dir=None, verify: bool =
         if entry.is_dir():
             if not entry.name.startswith("."):
                 folders.append(entry.name)
-        elif not entry.name.startswith("."):   # dotfiles are tools' bookkeeping (fr align's settings, lock)
+        elif not entry.name.startswith(".") and not is_own_file(entry.name):  # dotfiles: tools' bookkeeping
             root_skips.append((entry.name, "file outside an identity folder"))
 
     def fresh(name):
