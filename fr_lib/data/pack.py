@@ -6,9 +6,10 @@ are ``<identity>/<record key>.jpg`` and whose ``load`` reads the record, so Face
 sampler, the packed uint8 cache and the count filters work on a pack exactly as on a folder.
 
 Layouts (the rules arcface_torch's MXFaceDataset follows):
-- insightface: record 0 has ``flag > 0``; its label array is ``[a, b]``: images are records 1 .. a-1 and records
-  a .. b-1 are identity records whose label is the ``[start, end)`` key range of that identity's images. Only the
-  b - a identity records are read to build the index; identity i (in record order) is named ``f"{i:05d}"``.
+- insightface: record 0 has ``flag > 0`` and no image; its label array is ``[a, b]``: images are records 1 .. a-1
+  and records a .. b-1 are identity records whose label is the ``[start, end)`` key range of that identity's
+  images. Only the b - a identity records are read to build the index; identity i (in record order) is named
+  ``f"{i:05d}"``. (arcface_torch tests ``flag > 0`` only; an im2rec pack with label arrays would fool it.)
 - im2rec: every record in the index is an image; its class is its label, or label[0] when the label is an array.
   The headers of all records are read once (vectorised over a memory map) to find the classes.
 ``property`` (``num_classes,height,width``) is read when present.
@@ -158,6 +159,15 @@ def _im2rec_labels(reader: IndexedRecordReader, progress: bool) -> np.ndarray:
     return labels
 
 
+def _is_insightface_header(head: IRHeader | None, body: bytes | None) -> bool:
+    """Record 0 of the insightface layout: a label array [a, b] of integers 1 <= a <= b and no image. (An im2rec
+    pack with label arrays also has flag > 0 in record 0, but record 0 is an image there.)"""
+    if head is None or head.flag < 2 or body:
+        return False
+    a, b = float(head.label[0]), float(head.label[1])
+    return a.is_integer() and b.is_integer() and 1 <= a <= b
+
+
 def _identity_names(n: int) -> list[str]:
     width = max(5, len(str(max(n - 1, 0))))
     return [f"{i:0{width}d}" for i in range(n)]
@@ -181,11 +191,9 @@ def scan_pack(root, min_images_per_identity: int = 1, max_images_per_identity: i
     if len(reader) == 0:
         raise ValueError(f"{root / IDX} lists no records")
     skipped: list[tuple[str, str]] = []
-    head0 = reader.read_header(0) if 0 in reader else None
-    if head0 is not None and head0.flag > 0:
+    head0, body0 = unpack_payload(reader.read(0)) if 0 in reader else (None, None)
+    if _is_insightface_header(head0, body0):
         layout = "insightface"
-        if len(head0.label) < 2:
-            raise RecordIOError(f"{reader.rec_path}: record 0 has flag {head0.flag} but {len(head0.label)} label(s)")
         a, b = int(head0.label[0]), int(head0.label[1])
         ranges = _label_ranges(reader, a, b, progress)
         names = _identity_names(len(ranges))
