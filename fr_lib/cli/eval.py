@@ -4,6 +4,7 @@
     fr eval --experiments ce-efficientnet --query QUERY_ROOT --distractors DISTRACTOR_ROOT --out DIR
     fr eval --embeddings ce=runs/ce.npz,arcface=runs/arc.npz --out DIR   # arrays embeddings, labels, is_distractor
     fr eval --experiments ce-efficientnet,dlib-resnet --pairs pairs.txt --data ROOT --out DIR   # LFW-style
+    fr eval --experiments arcface-iresnet50 --bin lfw,cfp_fp,agedb_30 --data data/casia-webface --out DIR
 
 An experiment is evaluated on the identities its training run held out (the open-set split stored in its
 checkpoint's config, on --data ROOT if given, else on the run's own data root), or on --query / --distractors
@@ -19,6 +20,10 @@ roc_curves.png and similarity_distributions.png under --out (fr_lib.evaluation.h
 With --pairs (an LFW View-2 pairs file whose names resolve under --data, e.g. LFW itself or one written by
 fr_lib.data.lfw_pairs.write_lfw_pairs): 10-fold verification accuracy, EER and ROC-AUC per model instead, written to
 verification.md, verification.csv and verification.json under --out.
+With --bin (insightface .bin verification sets: paths, or names of .bin files in --data such as the CASIA-WebFace
+download's lfw, cfp_fp, agedb_30): 10-fold accuracy with the flip test, as insightface reports it
+(fr_lib.evaluation.bin_verification), one column per set in percent, written to bin_verification.md / .csv / .html
+and bin_verification.json (with std, EER and ROC-AUC) under --out.
 """
 from __future__ import annotations
 
@@ -55,6 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--pairs", metavar="PAIRS.txt",
                    help="LFW View-2 pairs file: 10-fold accuracy, EER and AUC instead of the ID-rate table "
                         "(needs --experiments and --data ROOT, the folder the pair names refer to)")
+    p.add_argument("--bin", metavar="A.bin,B.bin",
+                   help="insightface .bin verification sets (paths, or names of .bin files in --data): 10-fold "
+                        "accuracy with the flip test per model instead of the ID-rate table (needs --experiments)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for tables and figures")
     p.add_argument("--fprs", default=DEFAULT_FPRS, help=f"comma-separated FPRs (default {DEFAULT_FPRS})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -212,6 +220,30 @@ def _run_pairs(args) -> int:
     return 0
 
 
+def _run_bin(args) -> int:
+    """--bin: insightface .bin sets (fr_lib.evaluation.bin_verification) for every model of --experiments."""
+    from fr_lib.evaluation.bin_verification import discover_val_targets, evaluate_bin_sets, write_bin_report
+
+    if not args.experiments:
+        raise EvalError("--bin needs --experiments (models to embed the pair images with)")
+    if args.pairs or args.query or args.distractors:
+        raise EvalError("--bin replaces --pairs and --query/--distractors")
+    entries = [x.strip() for x in args.bin.split(",") if x.strip()]
+    names = [x.strip() for x in args.experiments.split(",") if x.strip()]
+    if not entries or not names:
+        raise EvalError("--bin and --experiments need at least one entry each")
+    paths = discover_val_targets(args.data, entries)   # FileNotFoundError -> exit 2 in eval_command
+    out = Path(args.out)
+    ev = evaluate_bin_sets(names, paths, _resolve, device=_device(args.device), batch_size=args.batch_size,
+                           cache_dir=None if args.no_cache else out / "cache", log=print)
+    if not ev.results:
+        raise EvalError(f"every model was skipped: {ev.skipped}")
+    files = write_bin_report(out, ev)
+    print(files["md"].read_text())
+    print(f"wrote {', '.join(p.name for p in files.values())} to {out}")
+    return 0
+
+
 def _run(args) -> int:
     from fr_lib.evaluation.held_out import HeldOutEmbeddings, evaluate_models, select_fprs, write_report
     from fr_lib.evaluation.report import comparison_table, to_markdown
@@ -219,6 +251,8 @@ def _run(args) -> int:
 
     if args.pairs:
         return _run_pairs(args)
+    if args.bin:
+        return _run_bin(args)
     fprs = _parse_fprs(args.fprs)
     if bool(args.query) != bool(args.distractors):
         raise EvalError("--query and --distractors go together")
