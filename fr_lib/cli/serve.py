@@ -25,6 +25,9 @@ def register(subparsers) -> None:
                     f"(${READ_TOKEN_ENV} or --read-token-file) may match and list but not enroll or delete.")
     add_model_arguments(p)
     p.add_argument("--db", type=Path, required=True, metavar="FILE", help="SQLite gallery (created if missing)")
+    p.add_argument("--index", choices=("auto", "exact", "ivf", "hnsw", "flat"), default="auto",
+                   help="nearest-face search: exact (numpy), a FAISS index kept in step with the SQLite file "
+                        "(pip install 'fr_lib[faiss]'), or auto: exact below 50,000 faces, else ivf (default)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token-file", type=Path, metavar="FILE", help=f"file holding the token (else ${TOKEN_ENV})")
@@ -66,14 +69,17 @@ def read_read_token(token_file: Path | None) -> str | None:
 
 
 def serve_command(args) -> int:
-    from fr_lib.recognition.gallery import Gallery
+    from fr_lib.recognition.index import open_gallery
     from fr_lib.recognition.serve import ServeLimits, create_app, run_server
 
     token, read_only = read_token(args.token_file), read_read_token(args.read_token_file)
     if args.max_request_mb <= 0 or args.max_image_side <= 0:
         raise CliError("--max-request-mb and --max-image-side must be positive")
     pipeline, threshold, where = load_pipeline(args)
-    gallery = Gallery(args.db, pipeline, threshold=threshold)
+    try:
+        gallery = open_gallery(args.db, pipeline, threshold=threshold, index=args.index)
+    except ImportError as e:
+        raise CliError(str(e)) from e
     limits = ServeLimits(max_request_bytes=int(args.max_request_mb * 1024 * 1024),
                          max_image_side=args.max_image_side, public_reads=args.public_reads)
     try:
