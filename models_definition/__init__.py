@@ -2,6 +2,7 @@
 
     >>> model = build_backbone("efficientnet_b0", embedding_size=512)          # any timm name
     >>> model = build_backbone("inception_resnet_v1", pretrained="vggface2")   # facenet-pytorch
+    >>> model = build_backbone("iresnet50", image_size=112)   # arcface_torch's IResNet-18/34/50/100, mobilefacenet
 
 Nothing about losses lives here: class weights belong to the criterion (fr_lib.losses).
 """
