@@ -61,3 +61,68 @@ def test_csv_round_trip_and_files(table, tmp_path):
 def test_empty_is_an_error():
     with pytest.raises(ValueError, match="at least one"):
         comparison_table({})
+
+
+@pytest.fixture
+def with_intervals():
+    from fr_lib.evaluation.bootstrap import bootstrap_identification_rate
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(12), 4)
+    centres = rng.standard_normal((12, 8))
+    results, boots = {}, {}
+    for name, noise in (("good", 0.8), ("bad", 2.0)):
+        q = centres[labels] + noise * rng.standard_normal((48, 8))
+        d = rng.standard_normal((40, 8))
+        results[name] = identification_rate(q, labels, d, fprs=[0.5, 0.1])
+        boots[name] = bootstrap_identification_rate(q, labels, d, None, [0.5, 0.1], n_resamples=40)
+    results["no interval"] = {"TPR@FPR=0.5": 0.99, "ROC-AUC": 0.5}
+    return results, boots, comparison_table(results, intervals=boots)
+
+
+def test_markdown_and_html_cells_show_intervals_and_bold_stays_on_the_estimate(with_intervals):
+    results, boots, df = with_intervals
+    pd.testing.assert_frame_equal(df, comparison_table(results))   # the values are the point estimates
+    best = best_mask(df)
+    md = to_markdown(df)
+    lines = md.splitlines()
+    for name in df.index:
+        cells = [ln for ln in lines if ln.startswith(f"| {name} |")][0].strip("| ").split(" | ")[1:]
+        for col, cell in zip(df.columns, cells):
+            v = df.loc[name, col]
+            text = "" if np.isnan(v) else f"{v:.3f}"
+            if best.loc[name, col]:
+                text = f"**{text}**"
+            if name in boots:
+                lo, hi = boots[name].intervals()[col]
+                d = 2 if f"{lo:.2f}" != f"{hi:.2f}" or lo == hi else 3
+                text += f" [{lo:.{d}f}, {hi:.{d}f}]"
+            assert cell == text
+    assert best.loc["no interval", "TPR@FPR=0.5"]                  # 0.99 beats both, without an interval
+    assert "95% percentile interval over 40 identity-level bootstrap resamples" in lines[-1]
+    lo, hi = boots["bad"].intervals()["TPR@FPR=0.1"]
+    html = to_html(df)
+    assert f"{df.loc['bad', 'TPR@FPR=0.1']:.3f} [{lo:.2f}, {hi:.2f}]" in html and "percentile interval" in html
+    assert html.count("<b>") == int(best.values.sum())
+
+
+def test_csv_has_lo_hi_columns_with_the_bounds(with_intervals, tmp_path):
+    _, boots, df = with_intervals
+    back = pd.read_csv(io.StringIO(to_csv(df)), index_col=0)
+    assert list(back.columns[:3]) == ["TPR@FPR=0.5", "TPR@FPR=0.5_lo", "TPR@FPR=0.5_hi"]
+    for name, b in boots.items():
+        for col, (lo, hi) in b.intervals().items():
+            assert (back.loc[name, f"{col}_lo"], back.loc[name, f"{col}_hi"]) == (lo, hi)
+            assert back.loc[name, col] == df.loc[name, col]
+    assert back.loc["no interval", ["TPR@FPR=0.5_lo", "ROC-AUC_hi"]].isna().all()
+    paths = write_table(df, tmp_path)
+    assert "_lo" in paths["csv"].read_text() and "[" in paths["md"].read_text()
+
+
+def test_bootstrap_result_as_the_row_brings_its_interval(with_intervals):
+    _, boots, _ = with_intervals
+    df = comparison_table({"good": boots["good"]})
+    assert df.loc["good", "TPR@FPR=0.1"] == boots["good"].tprs[1]
+    assert df.attrs["ci_low"]["good"]["ROC-AUC"] == boots["good"].roc_auc_low
+    with pytest.raises(ValueError, match="not in the table"):
+        comparison_table({"good": boots["good"]}, intervals={"other": boots["bad"]})
