@@ -34,6 +34,7 @@ def _text(nb) -> str:
         for o in cell.get("outputs", []):
             parts.append(o.get("text", ""))
             parts.append(o.get("data", {}).get("text/markdown", ""))
+            parts.append(o.get("data", {}).get("text/plain", ""))
     return "\n".join(parts)
 
 
@@ -51,13 +52,20 @@ def test_training_notebook_runs_on_the_tiny_preset(folder, synth_root, runs_dir,
     run = runs_dir / experiment
     assert (run / "best.pt").is_file() and (run / "metrics.csv").is_file()
     figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(figures) == 2                                  # training curves, similarity distributions
+    # training curves, the loss's own view (CE: logits and the scale curve), similarity distributions
+    assert len(figures) == (4 if folder == "ce-loss" else 3)
     text = _text(nb)
     assert "| model | TPR@FPR=0.5 |" in text and "best epoch 1" in text
+    assert f"evaluating {run / 'last.pt'}" in text            # the demo's checkpoint
     if experiment.startswith("triplet"):
         assert "val accuracy nan" in text                     # no classifier: no closed-set accuracy
+        assert "active share" in text and "random weights" in text
     else:
         assert "val accuracy 0." in text or "val accuracy 1." in text
+    if folder == "arcface-loss":
+        assert "s = 64, m = 0.5 rad = 28.6 deg" in text and "margin satisfied" in text
+    if folder == "ce-loss":
+        assert "accuracy" in text and "scale" in text
 
 
 def test_id_rate_notebook_compares_runs_and_baselines(synth_root, runs_dir, tmp_path):
@@ -67,7 +75,7 @@ def test_id_rate_notebook_compares_runs_and_baselines(synth_root, runs_dir, tmp_
         train(config.get_experiment("ce-efficientnet", "tiny", **TINY, **{
             "data.root": str(synth_root), "train.device": "cpu",
             "train.output_dir": str(runs_dir / "ce-efficientnet")}), progress=False)
-    trained = sorted(p.parent.name for p in runs_dir.glob("*/best.pt"))
+    trained = sorted(p.parent.name for p in runs_dir.glob("*/last.pt"))    # the default checkpoint
     out = tmp_path / "id_rate"
     # no facenet baseline: it would download weights where a network is reachable
     nb = _execute(ID_RATE, tmp_path / "out.ipynb", tmp_path,
@@ -76,8 +84,11 @@ def test_id_rate_notebook_compares_runs_and_baselines(synth_root, runs_dir, tmp_
     for name in ("table.md", "table.csv", "table.html", "results.json", "roc_curves.png",
                  "similarity_distributions.png"):
         assert (out / name).is_file(), name
-    models = json.loads((out / "results.json").read_text())["models"]
+    doc = json.loads((out / "results.json").read_text())
+    models = doc["models"]
     assert len(models) == len(trained) + 1 and "InceptionResnetV1 with random weights" in models
+    assert doc["notes"]["evaluated checkpoint"] == "last"
+    assert {Path(m["source"]).name for m in models.values() if m["kind"] == "checkpoint"} == {"last.pt"}
     # the displayed table is the written one, and its numbers are results.json's
     table = (out / "table.md").read_text()
     assert table in _text(nb)

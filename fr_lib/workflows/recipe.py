@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fr_lib.io import atomic_write, save_figure
 
-DEFAULT_FPRS = (0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)
+from fr_lib.evaluation.held_out import (DEFAULT_CHECKPOINT, FPRS, HeldOutSplit, evaluate_models, held_out_split,
+                                        run_checkpoint, split_differences, write_report)
+from fr_lib.io import atomic_write, safe_filename, save_figure
+
 DEFAULT_BASELINES = ("random-efficientnet_b0", "dlib-resnet")
 
 
@@ -130,39 +132,14 @@ def plan_epochs(minutes: float, n_train: int, n_eval_per_epoch: int, speed: Spee
 
 
 # ------------------------------------------------------------------------------------------------ split
-@dataclass
-class RecipeSplit:
-    """The identity-disjoint split every experiment of a recipe shares (train() recomputes the same one from
-    cfg.data): n_train / n_val images of the training identities, the held-out query and distractor sets."""
-    index: object                      # fr_lib.data.FolderIndex of the aligned root
-    train_classes: list[str]
-    train: list                        # closed-set training samples [(path relative to root, label 0..C-1)]
-    query: list                        # [(path relative to root, label)]
-    distractors: list
-    query_classes: list[str]
-    distractor_classes: list[str]
-    n_train: int
-    n_val: int
-
-    @property
-    def held_out_classes(self) -> list[str]:
-        return sorted(self.query_classes + self.distractor_classes)
-
-
-def split_for(data_cfg) -> RecipeSplit:
-    """The split train() uses for data_cfg (same scan filters, fractions and seed; fr_lib.training.data)."""
-    from fr_lib.data import closed_set_split, open_set_split, scan_folder
-
-    index = scan_folder(data_cfg.root, min_images_per_identity=data_cfg.min_images_per_identity,
-                        max_images_per_identity=data_cfg.max_images_per_identity,
-                        max_identities=data_cfg.max_identities)
-    split = open_set_split(index, data_cfg.eval_identity_fraction, data_cfg.distractor_fraction, data_cfg.seed)
-    train, val = closed_set_split(split.train, data_cfg.val_fraction, data_cfg.seed)
+def split_for(data_cfg) -> HeldOutSplit:
+    """The split train() uses for data_cfg (fr_lib.evaluation.held_out.held_out_split); ValueError without a
+    held-out query identity (checked before hours of training)."""
+    split = held_out_split(data_cfg)
     if not split.query:
         raise ValueError(f"{data_cfg.root}: no held-out query identity (eval_identity_fraction "
                          f"{data_cfg.eval_identity_fraction}); the recipe needs query identities with 2+ images")
-    return RecipeSplit(index, split.train_classes, train, split.query, split.distractors, split.query_classes,
-                       split.distractor_classes, len(train), len(val))
+    return split
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -183,7 +160,7 @@ def align_photos(photo_root, aligned_root, size: int = 112, device: str = "cpu",
 _RUN_PLACE_KEYS = frozenset({"train.device", "train.output_dir", "data.num_workers", "data.cache_dir"})
 
 
-def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: bool = True, progress: bool = True,
+def train_within_budget(cfg, minutes: float | None, split: HeldOutSplit, resume: bool = True, progress: bool = True,
                         max_epochs: int | None = None, epochs: int | None = None) -> dict:
     """Measure speed, set train.epochs to what fits ``minutes`` (or to ``epochs`` exactly, which makes the run
     independent of the machine's speed), train (fr_lib.training.loop.train). A finished run (its
@@ -231,49 +208,10 @@ def train_within_budget(cfg, minutes: float | None, split: RecipeSplit, resume: 
             "last_epoch": history[-1] if history else None}
 
 
-@dataclass
-class ModelEmbeddings:
-    query: np.ndarray           # (Nq, D) unit rows
-    query_labels: np.ndarray    # (Nq,)
-    distractors: np.ndarray     # (Nd, D)
-
-
-def embed_split(model, meta: dict, split: RecipeSplit, device: str, cache_dir, batch_size: int = 64,
-                progress: bool = True) -> ModelEmbeddings:
-    """Embeddings of the held-out query and distractor images (cached under cache_dir)."""
-    from fr_lib.data import FaceFolder
-    from fr_lib.evaluation.embed import extract_embeddings
-    from fr_lib.evaluation.pair_verification import eval_transform
-
-    tf = eval_transform(meta["normalization"], int(meta["image_size"]))
-    key = str(meta.get("checkpoint") or meta["name"])
-    if meta.get("checkpoint"):
-        from fr_lib.evaluation.embed import checkpoint_fingerprint
-        key = checkpoint_fingerprint(meta["checkpoint"])
-    out = []
-    for kind, samples in (("query", split.query), ("distractors", split.distractors)):
-        if not samples:
-            out.append(None)
-            continue
-        ds = FaceFolder(split.index, tf, samples=samples)
-        out.append(extract_embeddings(model, ds, device=device, batch_size=batch_size, progress=progress,
-                                      cache_path=Path(cache_dir) / f"{_safe(meta['name'])}-{kind}.npz",
-                                      cache_key=key))
-    q, d = out
-    dist = d.embeddings if d is not None else np.zeros((0, q.embeddings.shape[1]), np.float32)
-    return ModelEmbeddings(q.embeddings, q.labels, dist)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-
-
 # ------------------------------------------------------------------------------------------------ whole recipe
 def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir, device: str = "cpu",
-               baselines=DEFAULT_BASELINES, fprs=DEFAULT_FPRS, aligned_root=None, align_size: int = 112,
-               align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = "last",
+               baselines=DEFAULT_BASELINES, fprs=FPRS, aligned_root=None, align_size: int = 112,
+               align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = DEFAULT_CHECKPOINT,
                pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None,
                progress: bool = True, epochs: int | None = None) -> dict:
     """Run the whole recipe; returns a summary dict (also written to out_dir/summary.json).
@@ -285,25 +223,23 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     work_dir: aligned crops (work_dir/aligned-<size>, unless aligned_root) and runs (work_dir/runs/<name>).
     baselines: names for fr_lib.embedders.resolve.resolve_embedder (random-<backbone>, dlib-resnet, ...); one that cannot
         be built here (dlib not installed, weights not downloadable) gets a visible 'skipped' entry.
-    checkpoint: 'last' (end of the cosine schedule, default) or 'best' (min closed-set val loss) is evaluated.
+    checkpoint: 'last' (default, fr_lib.evaluation.held_out.DEFAULT_CHECKPOINT) or 'best' is evaluated.
     skip_align: photo_root already holds aligned crops (used as the data root as it is).
 
-    Writes to out_dir: table.{md,csv,html} (TPR@FPR + ROC-AUC on the held-out identities), verification.{md,csv}
+    Writes to out_dir: table.{md,csv,html} (TPR@FPR + ROC-AUC on the held-out identities) and results.json
+    (fr_lib.evaluation.held_out.write_report), verification.{md,csv}
     (10-fold accuracy, EER, AUC on pairs.txt), pairs.txt, roc_curves.png, similarity_distributions.png,
     training_<name>.png, summary.json.
     """
     import matplotlib
     matplotlib.use("Agg")
 
-    from fr_lib.embedders.resolve import resolve_embedder
-    from fr_lib.evaluation.metrics import identification_rate
-    from fr_lib.evaluation.pair_verification import pair_scores, score_pairs, verification_markdown
     from fr_lib.data.lfw_pairs import read_lfw_pairs, write_lfw_pairs
-    from fr_lib.evaluation.plots import plot_roc, plot_similarity_distributions, plot_training_curves
-    from fr_lib.evaluation.report import comparison_table, to_csv, to_markdown, write_table
+    from fr_lib.evaluation.pair_verification import pair_scores, score_pairs, verification_markdown
+    from fr_lib.evaluation.plots import plot_training_curves
+    from fr_lib.evaluation.report import comparison_table, to_csv
 
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    run_checkpoint(".", checkpoint)   # ValueError for anything but 'last' / 'best', before any work
     if not experiments and not baselines:
         raise ValueError("nothing to run: no experiment and no baseline")
     from fr_lib.embedders.resolve import PRETRAINED, RANDOM_PREFIX
@@ -334,25 +270,19 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     cfgs = {name: cfg.replace(**{"data.root": str(data_root), "train.device": device,
                                  "train.output_dir": str(work_dir / "runs" / name)})
             for name, cfg in experiments.items()}
-    split_keys = ("min_images_per_identity", "max_images_per_identity", "max_identities", "eval_identity_fraction",
-                  "distractor_fraction", "val_fraction", "seed")
     ref = next(iter(cfgs.values())).data if cfgs else None
-    if ref is None:
+    if ref is None:   # baselines only: the DataConfig defaults the small preset keeps
         from types import SimpleNamespace
         ref = SimpleNamespace(root=str(data_root), min_images_per_identity=2, max_images_per_identity=None,
                               max_identities=None, eval_identity_fraction=0.2, distractor_fraction=0.5,
                               val_fraction=0.1, seed=0)
     for name, cfg in cfgs.items():
-        differ = [k for k in split_keys if getattr(cfg.data, k) != getattr(ref, k)]
+        differ = split_differences(ref, cfg.data)
         if differ:
-            raise ValueError(f"experiment {name} splits the data differently ({differ}); the recipe compares "
-                             f"models on one shared split")
+            raise ValueError(f"experiment {name} splits the data differently ({'; '.join(differ)}); the recipe "
+                             f"compares models on one shared split")
     split = split_for(ref)
-    summary["split"] = {"data_root": str(data_root), "train_identities": len(split.train_classes),
-                        "train_images": split.n_train, "val_images": split.n_val,
-                        "query_identities": len(split.query_classes), "query_images": len(split.query),
-                        "distractor_identities": len(split.distractor_classes),
-                        "distractor_images": len(split.distractors)}
+    summary["split"] = split.describe()
     print(f"split: {len(split.train_classes)} training identities ({split.n_train} train + {split.n_val} val "
           f"images); held out: {len(split.query_classes)} query identities ({len(split.query)} images), "
           f"{len(split.distractor_classes)} distractor identities ({len(split.distractors)} images)", flush=True)
@@ -362,7 +292,8 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
         rec = train_within_budget(cfg, minutes, split, progress=progress, max_epochs=max_epochs, epochs=epochs)
         summary["experiments"][name] = rec
         try:
-            save_figure(plot_training_curves(rec["metrics_csv"], title=name), out_dir / f"training_{_safe(name)}.png")
+            save_figure(plot_training_curves(rec["metrics_csv"], title=name),
+                        out_dir / f"training_{safe_filename(name)}.png")
         except (ValueError, FileNotFoundError) as e:
             print(f"training curves of {name} not drawn: {e}")
 
@@ -373,53 +304,42 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     pairs = read_lfw_pairs(pairs_txt, data_root)
     summary["pairs"] = {k: pinfo[k] for k in ("path", "folds", "pairs_per_fold", "identity_disjoint")}
 
-    # 5. evaluate
-    models = [(name, rec[f"{checkpoint}_checkpoint"]) for name, rec in summary["experiments"].items()]
-    models += [(name, name) for name in baselines]
-    results, embeddings, verification = {}, {}, {}
+    # 5. evaluate: ID rate on the held-out query / distractor sets, and LFW-style verification on pairs.txt
     cache = out_dir / "cache"
-    for name, source in models:
-        try:
-            model, meta = resolve_embedder(source, device=device)
-        except (ImportError, RuntimeError) as e:
-            reason = str(e).splitlines()[0]
-            print(f"skipped {name}: {reason}", flush=True)
-            summary["skipped"][name] = reason
-            continue
-        meta = {**meta, "name": name}
-        emb = embed_split(model, meta, split, device, cache, progress=progress)
-        r = identification_rate(emb.query, emb.query_labels, emb.distractors, fprs=fprs)
-        results[name], embeddings[name] = r, (emb.query, emb.query_labels, emb.distractors)
-        scores = pair_scores(model, meta, pairs, device=device, cache_path=cache / f"{_safe(name)}-pairs.npz",
-                             progress=progress)
-        v = score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
-        verification[name] = v
-        entry = {"tpr_at_fpr": dict(zip(map(str, fprs), map(float, r.tprs))), "roc_auc": float(r.roc_auc),
-                 "n_positives": r.n_positives, "n_negatives": r.n_negatives, "pairs": v.as_dict(),
-                 "source": str(source)}
-        (summary["experiments"][name].update(eval=entry) if name in summary["experiments"]
-         else summary["baselines"].update({name: {"eval": entry}}))
-        print(f"{name}: ROC-AUC {r.roc_auc:.4f}, TPR@FPR=0.01 "
-              f"{dict(zip(map(float, r.fprs), r.tprs)).get(0.01, float('nan')):.3f}; pairs: 10-fold accuracy "
-              f"{v.accuracy:.4f} +- {v.accuracy_std:.4f}, EER {v.eer:.4f}", flush=True)
-    if not results:
+    verification = {}
+
+    def score_pairs_file(name, model, meta):
+        scores = pair_scores(model, {**meta, "name": name}, pairs, device=device,
+                             cache_path=cache / f"{safe_filename(name)}-pairs.npz", progress=progress)
+        verification[name] = v = score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
+        print(f"{name}: pairs: 10-fold accuracy {v.accuracy:.4f} +- {v.accuracy_std:.4f}, EER {v.eer:.4f}",
+              flush=True)
+
+    trained = {name: run_checkpoint(cfgs[name].output_dir, checkpoint) for name in summary["experiments"]}
+    ev = evaluate_models(trained, split, {name: name for name in baselines}, device=device, fprs=fprs,
+                         cache_dir=cache, per_model=score_pairs_file, log=lambda m: print(m, flush=True),
+                         progress=progress)
+    summary["skipped"] = ev.skipped
+    if not ev.results:
         raise ValueError(f"no model could be evaluated (skipped: {summary['skipped']})")
 
     # 6. tables and figures
-    rows = {**results, **{f"{name} (skipped: {reason[:60]})": {} for name, reason in summary["skipped"].items()}}
-    df = comparison_table(rows)
-    write_table(df, out_dir)
+    paths = write_report(out_dir, ev.results, ev.embeddings, ev.notes, sources=ev.sources, split=split,
+                         title=f"ROC on held-out identities of {Path(photo_root).name}")
+    models = json.loads(paths["results.json"].read_text())["models"]
+    for name, entry in models.items():
+        entry = {**entry, "pairs": verification[name].as_dict()}
+        (summary["experiments"][name].update(eval=entry) if name in summary["experiments"]
+         else summary["baselines"].update({name: {"eval": entry}}))
     vdf = comparison_table({name: v.table_row() for name, v in verification.items()})
     atomic_write(out_dir / "verification.md", verification_markdown(vdf))
     to_csv(vdf, out_dir / "verification.csv")
-    save_figure(plot_roc(results, title=f"ROC on held-out identities of {Path(photo_root).name}"),
-              out_dir / "roc_curves.png")
-    save_figure(plot_similarity_distributions(embeddings), out_dir / "similarity_distributions.png")
+    table = paths["table.md"].read_text()
     summary["total_seconds_this_run"] = time.perf_counter() - t_start
-    summary["table_markdown"] = to_markdown(df)
+    summary["table_markdown"] = table
     atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-    print(to_markdown(df))
+    print(table)
     print((out_dir / "verification.md").read_text())
-    print(f"wrote table.md/.csv/.html, verification.md/.csv, pairs.txt, roc_curves.png, "
+    print(f"wrote table.md/.csv/.html, results.json, verification.md/.csv, pairs.txt, roc_curves.png, "
           f"similarity_distributions.png, training_*.png and summary.json to {out_dir}")
     return summary

@@ -116,18 +116,24 @@ def test_run_recipe_end_to_end(synth_root, tmp_path, monkeypatch):
     assert rec["epochs"] == 1 and ckpt["epoch"] == 1 and rec["train_images_per_s"] > 0
 
     # the table's numbers are the ID-rate protocol on the trained model's embeddings of the held-out images
-    from fr_lib.workflows.recipe import embed_split, train_within_budget
+    from fr_lib.evaluation.held_out import embed_held_out
+    from fr_lib.workflows.recipe import train_within_budget
     model, meta = real(last)
-    emb = embed_split(model, {**meta, "name": "fresh"}, split, "cpu", tmp_path / "fresh-cache", progress=False)
+    emb = embed_held_out(model, meta, split, progress=False)
     r = identification_rate(emb.query, emb.query_labels, emb.distractors)
     got = rec["eval"]["tpr_at_fpr"]
-    assert [got[str(f)] for f in r.fprs.tolist()] == pytest.approx(r.tprs.tolist())
+    assert [got[f"{f:g}"] for f in r.fprs.tolist()] == pytest.approx(r.tprs.tolist())
     assert rec["eval"]["roc_auc"] == pytest.approx(r.roc_auc)
+    assert rec["eval"]["source"] == str(last)                  # the last epoch by default
 
     table = (out / "table.md").read_text()
-    assert "ce-efficientnet" in table and "random-mobilenetv3_small_100" in table
-    assert "dlib-resnet (skipped: the dlib baseline needs dlib" in table and "dlib-resnet" in summary["skipped"]
-    for f in ("table.csv", "table.html", "verification.md", "verification.csv", "roc_curves.png",
+    assert "ce-efficientnet" in table and "random-mobilenetv3_small_100" in table and "dlib" not in table
+    assert summary["skipped"]["dlib-resnet"].startswith("the dlib baseline needs dlib")
+    results = json.loads((out / "results.json").read_text())
+    assert results["skipped"] == summary["skipped"] and set(results["models"]) == {"ce-efficientnet",
+                                                                                   "random-mobilenetv3_small_100"}
+    assert results["models"]["ce-efficientnet"]["tpr_at_fpr"] == got
+    for f in ("table.csv", "table.html", "results.json", "verification.md", "verification.csv", "roc_curves.png",
               "similarity_distributions.png", "training_ce-efficientnet.png", "summary.json"):
         assert (out / f).is_file(), f
     saved = json.loads((out / "summary.json").read_text())
