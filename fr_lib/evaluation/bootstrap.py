@@ -265,6 +265,15 @@ class IdentityPairs:
         return self.evaluate_many(query_counts[None], np.asarray(distractor_counts)[None], fprs)[0]
 
 
+def band_fprs(fprs: Sequence[float] = DEFAULT_FPRS, low: float = 1e-3, n: int = 25) -> np.ndarray:
+    """``fprs`` plus a log-spaced grid from ``low`` to 1 (n points), ascending: bootstrap at these for ROC bands
+    (plots.plot_roc). Grid points within 5% of one of ``fprs`` are dropped, so the table's columns keep their
+    FPR values (and names)."""
+    fprs = check_fprs(fprs)
+    grid = [g for g in np.geomspace(low, 1.0, n) if np.all(np.abs(np.log(g / fprs)) > 0.05)]
+    return np.unique(np.concatenate([fprs, grid]))
+
+
 def draw_counts(rng: np.random.Generator, n_units: int) -> np.ndarray:
     """How often each of n_units is drawn when n_units are drawn with replacement: (n_units,) int64."""
     if n_units == 0:

@@ -21,24 +21,40 @@ def _roc_of(result) -> tuple[np.ndarray, np.ndarray, float | None, dict]:
     return np.asarray(fpr), np.asarray(tpr), (rest[0] if rest else None), {}
 
 
-def plot_roc(results: dict, title: str = "ROC (open-set identification)", figsize=(12, 5)):
+def plot_roc(results: dict, title: str = "ROC (open-set identification)", figsize=(12, 5),
+             intervals: dict | None = None):
     """ROC curves of several models: linear FPR axis (left) and log FPR axis (right); AUC in the legend; the
     protocol's TPR@FPR points are marked when the result is an IDRateResult.
 
-    results: {model name: IDRateResult | {'fpr': (K,), 'tpr': (K,), 'auc': float} | (fpr, tpr[, auc])}."""
+    results: {model name: IDRateResult | {'fpr': (K,), 'tpr': (K,), 'auc': float} | (fpr, tpr[, auc])}.
+    intervals: {model name: BootstrapResult} (fr_lib.evaluation.bootstrap): a shaded band between its TPR
+    bounds at its FPRs (on both axes; compute it at bootstrap.band_fprs() for a band along the curve) and the AUC
+    interval in the legend."""
     import matplotlib.pyplot as plt
 
     if not results:
         raise ValueError("plot_roc needs at least one result")
+    intervals = intervals or {}
+    unknown = sorted(set(intervals) - set(results))
+    if unknown:
+        raise ValueError(f"intervals given for models without a result: {unknown}")
     fig, (ax_lin, ax_log) = plt.subplots(1, 2, figsize=figsize)
     for name, result in results.items():
         fpr, tpr, auc, points = _roc_of(result)
         label = name if auc is None else f"{name} (AUC {auc:.4f})"
+        band = intervals.get(name)
+        if band is not None and auc is not None:
+            label = f"{name} (AUC {auc:.4f} [{band.roc_auc_low:.3f}, {band.roc_auc_high:.3f}])"
         line, = ax_lin.plot(fpr, tpr, label=label)
         keep = fpr > 0
         ax_log.plot(fpr[keep], tpr[keep], color=line.get_color(), label=label)
         if points:
             ax_log.scatter(list(points), list(points.values()), color=line.get_color(), s=14, zorder=3)
+        if band is not None:
+            order = np.argsort(band.fprs)
+            for ax in (ax_lin, ax_log):
+                ax.fill_between(np.asarray(band.fprs)[order], np.asarray(band.tpr_low)[order],
+                                np.asarray(band.tpr_high)[order], color=line.get_color(), alpha=0.2, lw=0)
     ax_lin.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax_log.set_xscale("log")
     for ax, scale in ((ax_lin, "linear"), (ax_log, "log")):
@@ -83,9 +99,25 @@ def _pair_samples(query, labels, distractors, max_pairs: int, rng) -> dict[str, 
     return out
 
 
+def similarity_range(values: list[np.ndarray], pad: float = 0.05, min_width: float = 0.02) -> tuple[float, float]:
+    """x range of a similarity panel from its data: [min, max] widened by ``pad`` of the span each side (at least
+    ``min_width`` wide). A random-weights model whose cosines all sit near 1.0
+    then fills its panel instead of drawing one invisible bar on a fixed [-1, 1] axis."""
+    v = np.concatenate([np.asarray(x, float).ravel() for x in values]) if values else np.zeros(0)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return -1.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    width = max(hi - lo, min_width)
+    mid = (lo + hi) / 2
+    lo, hi = min(lo, mid - width / 2), max(hi, mid + width / 2)
+    return lo - pad * width, hi + pad * width
+
+
 def plot_similarity_distributions(embeddings: dict, max_pairs: int = 50_000, seed: int = 0, figsize=None):
     """Per model (one row each): left, positives (same-identity query pairs) vs negatives (different-identity query
-    pairs); right, query-query negatives vs query x distractor pairs. Densities of cosine similarity (seaborn).
+    pairs); right, query-query negatives vs query x distractor pairs. Densities of cosine similarity (seaborn),
+    100 bins over each panel's x range, which is chosen from its data (similarity_range).
 
     embeddings: {model name: (query_emb (Nq, D), query_labels (Nq,), distractor_emb (Nd, D) or None)}."""
     import matplotlib.pyplot as plt
@@ -104,10 +136,11 @@ def plot_similarity_distributions(embeddings: dict, max_pairs: int = 50_000, see
         for ax, (title, keys) in zip(axes[row], panels):
             keys = [k for k in keys if k in pairs and len(pairs[k])]
             df = pd.concat([pd.DataFrame({"cosine similarity": pairs[k], "pairs": k}) for k in keys])
+            x_range = similarity_range([pairs[k] for k in keys])
             sns.histplot(df, x="cosine similarity", hue="pairs", stat="density", common_norm=False,
-                         element="step", bins=100, ax=ax)
+                         element="step", bins=100, binrange=x_range, ax=ax)
             ax.set_title(f"{name}: {title}", fontsize="medium")
-            ax.set_xlim(-1, 1)
+            ax.set_xlim(*x_range)
     fig.tight_layout()
     return fig
 

@@ -155,3 +155,14 @@ def test_bad_input_raises_clear_errors():
         bootstrap_identification_rate(q, np.arange(len(q)), d)
     with pytest.raises(ValueError, match="counts must have shapes"):
         IdentityPairs(q, labels, d).evaluate(np.ones(3), np.ones(len(d)))
+
+
+def test_band_fprs_keep_the_table_columns():
+    from fr_lib.evaluation.bootstrap import band_fprs
+    from fr_lib.evaluation.metrics import DEFAULT_FPRS
+
+    f = band_fprs()
+    assert np.all(np.diff(f) > 0) and f[0] == 1e-3 and f[-1] == 1.0 and len(f) > len(DEFAULT_FPRS) + 10
+    assert set(DEFAULT_FPRS) <= set(f.tolist())
+    names = [f"{x:g}" for x in f]
+    assert len(set(names)) == len(names)            # no grid point shares a column name with a table FPR
