@@ -1,53 +1,67 @@
-"""build_criterion: a criterion by name from the options of config.LossConfig."""
+"""build_criterion: a criterion from a loss config (config.LossConfig) or a loss name, through the LOSSES registry.
+
+A new loss registers with one entry in LOSSES: name -> factory(num_classes, embedding_size, **options). The
+factory's keyword parameters are the options the loss takes, with their defaults; nothing here lists them again.
+"""
 from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Callable
 
 from torch import nn
 
 from fr_lib.losses import classification, group, pair_classifier, pairs
-from fr_lib.losses.classification import SoftmaxCrossEntropy
 
-
-def _ce(num_classes, embedding_size, label_smoothing=0.0, scale=None):
-    return SoftmaxCrossEntropy(num_classes, embedding_size, label_smoothing, 1.0 if scale is None else scale)
-
-
-def _with_defaults(factory):
-    """Drop margin/scale given as None so the factory's own default applies."""
-    def build(num_classes, embedding_size, **kw):
-        return factory(num_classes, embedding_size, **{k: v for k, v in kw.items() if v is not None})
-    return build
-
-
-# name -> (factory, options it takes)
-LOSSES = {
-    "ce": (_ce, {"label_smoothing", "scale"}),
-    "arcface": (_with_defaults(classification.arcface), {"margin", "scale"}),
-    "cosface": (_with_defaults(classification.cosface), {"margin", "scale"}),
-    "triplet": (_with_defaults(pairs.triplet), {"margin", "mining"}),
-    "contrastive": (_with_defaults(pairs.contrastive), {"margin"}),
-    "bce": (pair_classifier.bce, set()),
-    "group": (_with_defaults(group.group), {"scale"}),
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "ce": classification.SoftmaxCrossEntropy,     # label_smoothing, scale (on the unit embeddings, default 1)
+    "arcface": classification.arcface,            # margin in radians (0.5), scale (64)
+    "cosface": classification.cosface,            # margin in cosine units (0.35), scale (64)
+    "triplet": pairs.triplet,                     # margin (0.2, Euclidean between unit vectors), mining
+    "contrastive": pairs.contrastive,             # margin (1.0, negatives)
+    "bce": pair_classifier.bce,                   # learned pair classifier on |e1 - e2|, no options
+    "group": group.group,                         # scale (16)
 }
-# options passed with these values count as "not set" (config.LossConfig's defaults)
-_UNSET = {"margin": None, "scale": None, "label_smoothing": 0.0, "mining": "batch_hard"}
 
 
-def build_criterion(name: str, num_classes: int, embedding_size: int, **options) -> nn.Module:
+def loss_options(name: str) -> dict:
+    """{option: default} of a registered loss, read from its factory's signature."""
+    params = list(inspect.signature(_factory(name)).parameters.values())[2:]   # after num_classes, embedding_size
+    return {p.name: p.default for p in params}
+
+
+def build_criterion(loss, num_classes: int, embedding_size: int, **options) -> nn.Module:
     """criterion(embeddings (B, embedding_size), labels (B,)) -> scalar loss.
 
-    name: 'ce' (label_smoothing, scale), 'arcface' (margin in radians, default 0.5; scale, default 64),
-    'cosface' (margin in cosine units, default 0.35; scale 64), 'triplet' (margin 0.2 in Euclidean distance
-    between unit vectors; mining 'batch_hard' | 'semi_hard' | 'all'), 'contrastive' (negative margin 1.0),
-    'bce' (learned pair classifier on |e1 - e2|, no options), 'group' (group loss; scale, default 16).
-    An option the loss does not use raises ValueError unless it has its unset value (see _UNSET).
+    loss: a loss config (config.LossConfig or any object with ``name`` and option attributes) or a name of
+    LOSSES. From a config, the fields that differ from the config class's own defaults are passed (a field
+    left at its default, e.g. margin=None, means "the loss's default"); ``options`` (None = the loss's
+    default) are passed on top. An option the loss does not take raises ValueError naming the ones it does.
     """
+    name, given = (loss, {}) if isinstance(loss, str) else (loss.name, _set_fields(loss))
+    given.update({k: v for k, v in options.items() if v is not None})
+    accepted = loss_options(name)
+    stray = {k: v for k, v in given.items() if k not in accepted}
+    if stray:
+        raise ValueError(f"loss {name!r} does not use {stray}; it takes {sorted(accepted) or 'no options'}")
+    return LOSSES[name](num_classes, embedding_size, **given)
+
+
+def _factory(name: str):
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    factory, accepted = LOSSES[name]
-    unknown = set(options) - set(_UNSET)
-    if unknown:
-        raise ValueError(f"unknown loss option(s) {sorted(unknown)}; known: {sorted(_UNSET)}")
-    stray = {k: v for k, v in options.items() if k not in accepted and v != _UNSET[k]}
-    if stray:
-        raise ValueError(f"loss {name!r} does not use {stray}; it takes {sorted(accepted)}")
-    return factory(num_classes, embedding_size, **{k: v for k, v in options.items() if k in accepted})
+    return LOSSES[name]
+
+
+def _set_fields(cfg) -> dict:
+    """The option fields of a loss config that are set: for a dataclass those that differ from the class's
+    defaults, otherwise those that are not None."""
+    if dataclasses.is_dataclass(cfg):
+        out = {}
+        for f in dataclasses.fields(cfg):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = getattr(cfg, f.name)
+            if f.name != "name" and value is not None and value != default:
+                out[f.name] = value
+        return out
+    return {k: v for k, v in vars(cfg).items() if k != "name" and not k.startswith("_") and v is not None}

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fr_lib.losses import build_criterion
+from fr_lib.losses.build import loss_options
 
 torch.manual_seed(0)
 EMB = torch.tensor([[1.0, 0.2], [0.8, 0.5], [-0.3, 1.0], [-0.5, 0.7], [0.1, -1.0], [0.4, -0.9]])
@@ -139,5 +140,52 @@ def test_build_criterion_rejects_bad_names_and_options():
         build_criterion("arcface", 3, 2, label_smoothing=0.1)
     with pytest.raises(ValueError, match="mining"):
         build_criterion("triplet", 3, 2, mining="hardest")
-    # unset values of other losses' options are accepted (config passes every LossConfig field)
-    build_criterion("triplet", 3, 2, margin=None, scale=None, label_smoothing=0.0, mining="semi_hard")
+    with pytest.raises(ValueError, match="no options"):
+        build_criterion("bce", 0, 2, margin=0.3)
+    # None means "the loss's default", whatever the loss
+    assert build_criterion("triplet", 3, 2, margin=None, scale=None).loss.margin == 0.2
+
+
+def test_loss_options_come_from_the_factory_signature():
+    assert loss_options("arcface") == {"margin": 0.5, "scale": 64.0}
+    assert loss_options("ce") == {"label_smoothing": 0.0, "scale": 1.0}
+    assert loss_options("bce") == {}
+
+
+def test_build_criterion_from_a_loss_config():
+    from config import LossConfig
+
+    crit = build_criterion(LossConfig("arcface", margin=0.2, scale=16.0), 3, 2)
+    assert crit.loss.margin == pytest.approx(0.2) and crit.loss.scale == 16.0   # pml keeps radians
+    default = build_criterion(LossConfig("arcface"), 3, 2)      # margin/scale None: the loss's own defaults
+    assert default.loss.margin == pytest.approx(0.5) and default.loss.scale == 64.0
+    ce = build_criterion(LossConfig("ce", label_smoothing=0.1), 3, 2)
+    assert (ce.label_smoothing, ce.scale) == (0.1, 1.0)
+    triplet = build_criterion(LossConfig("triplet", margin=0.1, mining="all"), 0, 2)
+    assert triplet.loss.margin == 0.1 and triplet.miner is None
+    with pytest.raises(ValueError, match="margin"):
+        build_criterion(LossConfig("ce", margin=0.3), 3, 2)   # a field the loss does not use, set
+    assert build_criterion(LossConfig("arcface"), 3, 2, scale=8.0).loss.scale == 8.0   # options win
+
+
+def test_a_new_loss_registers_with_one_entry(monkeypatch):
+    from types import SimpleNamespace
+
+    from fr_lib.losses import LOSSES
+
+    def toy(num_classes, embedding_size, temperature: float = 1.0):
+        return torch.nn.Linear(embedding_size, max(num_classes, 1)).requires_grad_(False), temperature
+
+    monkeypatch.setitem(LOSSES, "toy", toy)
+    assert build_criterion(SimpleNamespace(name="toy", temperature=None, margin=None), 3, 2)[1] == 1.0
+    assert build_criterion(SimpleNamespace(name="toy", temperature=0.5, margin=None), 3, 2)[1] == 0.5
+    with pytest.raises(ValueError, match="temperature"):
+        build_criterion(SimpleNamespace(name="toy", margin=0.3), 3, 2)
+
+
+def test_every_registered_experiment_builds_its_criterion():
+    import config
+
+    for cfg in config.EXPERIMENTS.values():
+        crit = build_criterion(cfg.loss, 4, 8)
+        assert isinstance(crit, torch.nn.Module), cfg.name
