@@ -274,6 +274,27 @@ def band_fprs(fprs: Sequence[float] = DEFAULT_FPRS, low: float = 1e-3, n: int = 
     return np.unique(np.concatenate([fprs, grid]))
 
 
+def bootstrap_intervals(results: dict, embeddings: dict, n_resamples: int = 200, seed: int = 0,
+                        confidence: float = 0.95, max_negatives: int = 10 ** 8) -> tuple[dict, dict]:
+    """Bootstrap every row of a held-out table: ({row: BootstrapResult}, {row: reason it has none}).
+
+    results: {row: IDRateResult} (their fprs, plus band_fprs' grid for the ROC bands); embeddings: {row: an object
+    with query, query_labels, distractors, distractor_labels (fr_lib.evaluation.held_out.HeldOutEmbeddings) or a
+    (query, query_labels, distractors[, distractor_labels]) tuple}. A row too large for the bootstrap
+    (max_negatives) or without a usable resample gets its reason instead of an interval."""
+    out, reasons = {}, {}
+    for name, r in results.items():
+        e = embeddings[name]
+        q, ql, d, dl = ((e.query, e.query_labels, e.distractors, e.distractor_labels) if hasattr(e, "query")
+                        else (tuple(e) + (None,))[:4])
+        try:
+            out[name] = bootstrap_identification_rate(q, ql, d, dl, band_fprs(r.fprs), n_resamples, confidence,
+                                                      seed, max_negatives=max_negatives)
+        except ValueError as err:
+            reasons[name] = f"no bootstrap interval: {err}"
+    return out, reasons
+
+
 def draw_counts(rng: np.random.Generator, n_units: int) -> np.ndarray:
     """How often each of n_units is drawn when n_units are drawn with replacement: (n_units,) int64."""
     if n_units == 0:

@@ -34,7 +34,9 @@ results.json (written by write_report; ``SCHEMA``)::
                            "n_query": int, "n_distractors": int (images),
                            "n_query_identities": int, "n_distractor_identities": int,
                            "source": str (checkpoint path or embedder name), "kind": "checkpoint" | "random" |
-                           "pretrained" | "embeddings", "image_size": int px or null}},
+                           "pretrained" | "embeddings", "image_size": int px or null,
+                           "intervals": fr_lib.evaluation.bootstrap.BootstrapResult.to_json() (95% identity-level
+                                        bootstrap: {"intervals": {"<column>": [low, high]}, ...}) or null}},
      "skipped": {row name: reason},       # rows that could not be evaluated here (not installed, offline, ...)
      "notes": {key: text},               # e.g. "evaluated checkpoint", per-baseline input size
      "split": {"root", "query_identities", "query_images", "distractor_identities", "distractor_images",
@@ -385,11 +387,16 @@ def results_json(results: dict, embeddings: dict, notes: dict | None = None, tra
 
 def write_report(out_dir, results: dict, embeddings: dict, notes: dict | None = None, training: dict | None = None,
                  sources: dict | None = None, split: HeldOutSplit | None = None,
-                 title: str = "ROC on held-out identities (ID-rate protocol)") -> dict:
+                 title: str = "ROC on held-out identities (ID-rate protocol)", bootstrap: int = 200,
+                 seed: int = 0) -> dict:
     """Write into out_dir: table.md / .csv / .html (rows = evaluated models, TPR@FPR columns + ROC-AUC, best of
     each column in bold), results.json (module docstring), roc_curves.png (every model, linear and log FPR) and
     similarity_distributions.png. results: {row: IDRateResult}; embeddings: {row: HeldOutEmbeddings}. The only
-    place the held-out artefacts are built. Returns {artefact file name: path}."""
+    place the held-out artefacts are built. Returns {artefact file name: path}.
+
+    bootstrap: resamples of the identity-level bootstrap (fr_lib.evaluation.bootstrap, seeded by ``seed``) whose
+    95% intervals go into the tables (``0.343 [0.29, 0.40]``, CSV _lo/_hi), the ROC bands and results.json
+    (each model's "intervals"); 0 = none."""
     import matplotlib
 
     if matplotlib.get_backend().lower() != "agg" and "inline" not in matplotlib.get_backend():
@@ -402,11 +409,16 @@ def write_report(out_dir, results: dict, embeddings: dict, notes: dict | None = 
         raise ValueError(f"no model could be evaluated (notes: {notes})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {f"table.{k}": v for k, v in write_table(comparison_table(results), out).items()}
-    paths["results.json"] = write_json(out / "results.json",
-                                       results_json(results, embeddings, notes, training, sources, split))
+    from fr_lib.evaluation.bootstrap import bootstrap_intervals
+
+    intervals, no_interval = (bootstrap_intervals(results, embeddings, bootstrap, seed) if bootstrap else ({}, {}))
+    paths = {f"table.{k}": v for k, v in write_table(comparison_table(results, intervals), out).items()}
+    doc = results_json(results, embeddings, {**(notes or {}), **no_interval}, training, sources, split)
+    for name, row in doc["models"].items():
+        row["intervals"] = intervals[name].to_json() if name in intervals else None
+    paths["results.json"] = write_json(out / "results.json", doc)
     tuples = {name: e.as_tuple() for name, e in embeddings.items()}
-    for fig, name in ((plot_roc(results, title=title), "roc_curves.png"),
+    for fig, name in ((plot_roc(results, title=title, intervals=intervals), "roc_curves.png"),
                       (plot_similarity_distributions(tuples), "similarity_distributions.png")):
         paths[name] = save_figure(fig, out / name, dpi=110)
     return paths

@@ -162,14 +162,19 @@ def test_write_report_schema_and_table(tmp_path):
     good = doc["models"]["good"]
     assert set(good) == {"tpr_at_fpr", "thresholds", "roc_auc", "roc_auc_max_error", "n_positives", "n_negatives",
                          "n_query", "n_distractors", "n_query_identities", "n_distractor_identities", "source",
-                         "kind", "image_size"}
+                         "kind", "image_size", "intervals"}
     assert (good["n_query"], good["n_distractors"], good["n_query_identities"], good["n_distractor_identities"],
             good["n_positives"], good["source"]) == (30, 40, 10, 20, 30, "runs/x/last.pt")
     assert list(good["tpr_at_fpr"]) == ["0.5", "0.25", "0.1", "0.05", "0.01", "0.005", "0.001"]
     table = pd.read_csv(tmp_path / "table.csv", index_col=0)
     assert list(table.index) == ["good", "bad"]
+    points = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]   # then each column's bootstrap bounds
     for name, r in results.items():
-        assert list(table.loc[name]) == pytest.approx(list(r.tprs) + [r.roc_auc], abs=1e-12)
+        assert list(table.loc[name, points]) == pytest.approx(list(r.tprs) + [r.roc_auc], abs=1e-12)
+        iv = doc["models"][name]["intervals"]
+        assert iv["n_resamples"] == 200 and iv["unit"] == "identity"
+        lo, hi = iv["intervals"]["ROC-AUC"]
+        assert lo <= r.roc_auc <= hi and (table.loc[name, "ROC-AUC_lo"], table.loc[name, "ROC-AUC_hi"]) == (lo, hi)
         assert list(doc["models"][name]["thresholds"].values()) == pytest.approx(list(r.thresholds))
     with pytest.raises(ValueError, match="no model could be evaluated"):
         write_report(tmp_path / "none", {}, {}, notes)
