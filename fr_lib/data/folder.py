@@ -5,7 +5,10 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from fr_lib.data.images import ImageLoadError
 from fr_lib.data.scan import FolderIndex, scan_folder
@@ -38,6 +41,9 @@ class FaceFolder(Dataset):
         self.targets = [label for _, label in self.samples]
         self.load_errors: list[tuple[str, str]] = []
         self._by_label = None
+        # a pack can decode JPEGs straight into tensors; used only when the transform starts by turning the PIL
+        # image into a tensor anyway (v2.ToImage), so the result is the same
+        self._tensor_input = hasattr(index, "load_tensor") and _starts_with_to_image(transform)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,23 +61,32 @@ class FaceFolder(Dataset):
             self.load_errors.append((rel, e.reason))
             warnings.warn(f"skipping unreadable image {e.path}: {e.reason}", stacklevel=3)
 
-    def load(self, i: int):
-        """The RGB PIL image of sample i (with the replacement rule), without the transform."""
+    def load(self, i: int, tensor: bool = False):
+        """The RGB PIL image of sample i (with the replacement rule), without the transform; ``tensor``: as a uint8
+        (3, H, W) tensor (decoded directly when the index can, e.g. a RecordIO pack)."""
+        load = self.index.load_tensor if tensor and hasattr(self.index, "load_tensor") else self.index.load
         try:
-            return self.index.load(self.samples[i][0])
+            img = load(self.samples[i][0])
+            return pil_to_tensor(img) if tensor and not isinstance(img, torch.Tensor) else img
         except ImageLoadError as e:
             self._record(self.samples[i][0], e)
         group = self._same_identity(i)
         start = group.index(i)
         for j in group[start + 1:] + group[:start]:
             try:
-                return self.index.load(self.samples[j][0])
+                img = load(self.samples[j][0])
+                return pil_to_tensor(img) if tensor and not isinstance(img, torch.Tensor) else img
             except ImageLoadError as e:
                 self._record(self.samples[j][0], e)
         raise RuntimeError(f"no readable image left for identity label {self.targets[i]} under {self.root}")
 
     def __getitem__(self, i: int):
-        img = self.load(i)
+        img = self.load(i, tensor=self._tensor_input)
         if self.transform is not None:
             img = self.transform(img)
         return img, self.targets[i]
+
+
+def _starts_with_to_image(transform) -> bool:
+    return isinstance(transform, v2.Compose) and bool(transform.transforms) and \
+        isinstance(transform.transforms[0], v2.ToImage)

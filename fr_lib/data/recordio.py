@@ -66,10 +66,12 @@ def frame_record(payload: bytes) -> bytes:
     if n >= 1 << 29:
         raise ValueError(f"RecordIO records must be < 2**29 bytes, got {n}")
     lower = n & ~3
-    # aligned magic positions, vectorised (the C++ writer checks every 4th offset byte by byte)
-    hits = np.flatnonzero(np.frombuffer(payload, dtype="<u4", count=lower // 4) == MAGIC) * 4
+    # aligned magic positions, vectorised (the C++ writer checks every 4th offset byte by byte); the substring
+    # test first skips numpy for the usual payload without the magic anywhere
+    hits = (np.flatnonzero(np.frombuffer(payload, dtype="<u4", count=lower // 4) == MAGIC) * 4
+            if MAGIC_BYTES in payload else ())
     out, start = [], 0
-    for i in hits.tolist():
+    for i in list(hits):
         out += [MAGIC_BYTES, struct.pack("<I", encode_lrec(1 if start == 0 else 2, i - start)), payload[start:i]]
         start = i + 4
     out += [MAGIC_BYTES, struct.pack("<I", encode_lrec(3 if start else 0, n - start)), payload[start:],
@@ -175,7 +177,8 @@ class IndexedRecordReader:
                                 f"{self.rec_path.name} ({self.size} bytes): the .rec is truncated or the .idx "
                                 f"belongs to another file ({bad.size} such entries)")
         # extent of each record: up to the next distinct offset in file order (the last one: up to the end)
-        distinct = np.unique(offsets)
+        distinct = np.sort(offsets)
+        distinct = distinct[np.r_[True, distinct[1:] != distinct[:-1]]]   # np.unique, without its hashing pass
         ends = np.append(distinct[1:], self.size)[np.searchsorted(distinct, offsets)]
         self.offsets, self.ends = offsets, ends
         dense = self.keys.size and self.keys.min() >= 0 and self.keys.max() < 4 * self.keys.size + 1024

@@ -283,3 +283,19 @@ def test_namespace_config_is_enough(pack_root):
 
     cfg = SimpleNamespace(**{**_DataCfg(root=str(pack_root)).__dict__})
     assert build_training_data(cfg, "imagenet").num_classes == 12
+
+
+def test_tensor_decode_path_gives_the_folder_pixels(pack_root, synth_root):
+    """FaceFolder decodes pack JPEGs straight to tensors when the transform starts with v2.ToImage: same output."""
+    from fr_lib.data import build_transforms
+
+    tf = build_transforms("imagenet", 96, train=True)
+    a, b = FaceFolder(scan_folder(synth_root), tf), FaceFolder(scan_folder(pack_root), tf)
+    assert b._tensor_input and not a._tensor_input
+    for i in (0, 51, 150):
+        torch.manual_seed(i)
+        x = a[i][0]
+        torch.manual_seed(i)
+        assert torch.equal(x, b[i][0])
+    raw = b.load(5, tensor=True)
+    assert raw.dtype == torch.uint8 and torch.equal(raw.permute(1, 2, 0), torch.from_numpy(_pixels(a.load(5))))
