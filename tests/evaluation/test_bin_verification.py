@@ -248,3 +248,20 @@ def test_a_set_with_an_undecodable_image_is_a_value_error(tmp_path, small_bin):
     bad = write_bin(tmp_path / "bad.bin", images, issame)
     with pytest.raises(ValueError, match=r"bad.bin\[3\].*cannot be evaluated"):
         load_verification_set(bad)
+
+
+@pytest.mark.parametrize("normalization,size", [("arcface", 16), ("imagenet", 16), ("facenet", 12), ("unit", 20)])
+def test_batched_preprocessing_equals_the_eval_transform(normalization, size):
+    """The on-device batch preprocessing is build_transforms(normalization, size, train=False) per image (up to the
+    uint8 rounding torchvision's resize does on uint8 input)."""
+    from fr_lib.data import NORMALIZATIONS, build_transforms
+    from fr_lib.evaluation.bin_verification import _preprocess_module
+
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 3, 16, 16), dtype=np.uint8))
+    with torch.no_grad():
+        got = _preprocess_module(torch.nn.Identity(), size, normalization)(x)
+    tf = build_transforms(normalization, size, train=False)
+    ref = torch.stack([tf(img) for img in x])
+    std = min(NORMALIZATIONS[normalization][1])
+    tol = 1e-5 if size == 16 else 1.01 / 255 / std          # same size: exact; resized: one uint8 step
+    torch.testing.assert_close(got, ref, atol=tol, rtol=0)
