@@ -298,4 +298,4 @@ def test_tensor_decode_path_gives_the_folder_pixels(pack_root, synth_root):
         torch.manual_seed(i)
         assert torch.equal(x, b[i][0])
     raw = b.load(5, tensor=True)
-    assert raw.dtype == torch.uint8 and torch.equal(raw.permute(1, 2, 0), torch.from_numpy(_pixels(a.load(5))))
+    assert raw.dtype == torch.uint8 and torch.equal(raw.permute(1, 2, 0), torch.from_numpy(_pixels(a.load(5)).copy()))
