@@ -33,7 +33,7 @@ DATA_DIR = Path(os.environ.get("FR_DATA_DIR", ROOT / "data"))
 RUNS_DIR = Path(os.environ.get("FR_RUNS_DIR", ROOT / "runs"))
 ID_RATE_DIR = ROOT / "id_rate"
 SYNTH_ROOT = DATA_DIR / "synth-demo"            # the embedded default dataset (`fr data synth`)
-CASIA_ROOT = DATA_DIR / "casia-webface"          # the unzipped Kaggle pack: train.rec/.idx, property, *.bin
+CASIA_ROOT = DATA_DIR / "casia-webface"         # the unzipped Kaggle pack: train.rec/.idx, property, *.bin
 
 
 # ---------------------------------------------------------------------------------------------------- configs
