@@ -276,7 +276,12 @@ class Evaluation:
     @property
     def skipped(self) -> dict:
         """{row: reason} of the rows that could not be evaluated."""
-        return {k: v[len(SKIPPED):] for k, v in self.notes.items() if isinstance(v, str) and v.startswith(SKIPPED)}
+        return skipped_rows(self.notes)
+
+
+def skipped_rows(notes: dict) -> dict:
+    """{row: reason} of the notes that say 'skipped: <reason>'."""
+    return {k: v[len(SKIPPED):] for k, v in notes.items() if isinstance(v, str) and v.startswith(SKIPPED)}
 
 
 def _resolve(source, device: str):
@@ -347,6 +352,9 @@ def evaluate_models(sources: Mapping, split: HeldOutSplit | None, baselines: Map
                             "image_size": meta.get("image_size")}
         if is_baseline:
             ev.notes[name] = f"{meta.get('kind')} baseline at {meta.get('image_size')} px"
+        elif ((meta.get("config") or {}).get("loss") or {}).get("name") == "bce":
+            ev.notes[name] = ("scored by cosine similarity of the embeddings, not the pair-classifier head "
+                              "(that one scores pairs: fr compare / fr eval --pairs --score pair-probability)")
         tprs = dict(zip(np.asarray(r.fprs, float).tolist(), r.tprs))
         say(f"{name}: {len(emb.query)} query / {len(emb.distractors)} distractor images, {r.n_positives} positive "
             f"and {r.n_negatives} negative pairs, ROC-AUC {r.roc_auc:.4f}"
@@ -380,8 +388,7 @@ def results_json(results: dict, embeddings: dict, notes: dict | None = None, tra
                         "n_query_identities": int(len(np.unique(e.query_labels))),
                         "n_distractor_identities": int(len(np.unique(e.distractor_labels))),
                         **{"source": None, "kind": None, "image_size": None, **(sources or {}).get(name, {})}}
-    skipped = {k: v[len(SKIPPED):] for k, v in notes.items() if isinstance(v, str) and v.startswith(SKIPPED)}
-    return {"schema": SCHEMA, "models": models, "skipped": skipped, "notes": notes,
+    return {"schema": SCHEMA, "models": models, "skipped": skipped_rows(notes), "notes": notes,
             "split": split.describe() if split is not None else {}, "training": training or {}}
 
 
