@@ -20,7 +20,8 @@ from models_definition.neck import EmbeddingModel, EmbeddingNeck
 
 FACENET_PRETRAINED = ("vggface2", "casia-webface")
 TIMM_DEFAULT_IMAGE_SIZE = 112   # insightface's aligned-crop size; timm's 224 is for ImageNet
-FACENET_IMAGE_SIZE = 160        # facenet-pytorch's MTCNN crop size; the network needs >= 80 px
+FACENET_IMAGE_SIZE = 160        # facenet-pytorch's MTCNN crop size
+FACENET_MIN_IMAGE_SIZE = 80     # smaller inputs shrink to nothing before InceptionResnetV1's last blocks
 
 
 class FacenetTrunk(nn.Module):
@@ -40,8 +41,9 @@ class FacenetTrunk(nn.Module):
             setattr(self, name, getattr(net, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < 80:
-            raise ValueError(f"inception_resnet_v1 needs images of at least 80 px, got {tuple(x.shape[-2:])}")
+        if min(x.shape[-2:]) < FACENET_MIN_IMAGE_SIZE:
+            raise ValueError(f"inception_resnet_v1 needs images of at least {FACENET_MIN_IMAGE_SIZE} px, got "
+                             f"{tuple(x.shape[-2:])}")
         for name in self.LAYERS:
             x = getattr(self, name)(x)
         return torch.flatten(x, 1)
@@ -50,6 +52,9 @@ class FacenetTrunk(nn.Module):
 def _build_inception_resnet_v1(embedding_size: int, pretrained, dropout: float, image_size=None) -> EmbeddingModel:
     from facenet_pytorch import InceptionResnetV1
 
+    if image_size is not None and image_size < FACENET_MIN_IMAGE_SIZE:  # fail at build, not at the first batch
+        raise ValueError(f"inception_resnet_v1 needs images of at least {FACENET_MIN_IMAGE_SIZE} px, got "
+                         f"image_size={image_size}")
     if pretrained in (None, False):
         net = InceptionResnetV1(pretrained=None, dropout_prob=dropout)
     elif pretrained in FACENET_PRETRAINED:
@@ -133,6 +138,8 @@ def build_backbone(name: str = "efficientnet_b0", embedding_size: int = 512, pre
     image_size: input side in px for the backbones whose head fixes it (iresnet*, mobilefacenet: default 112;
         their ``default_image_size`` becomes this); the others accept any size above their minimum and ignore it.
     """
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be a whole number of pixels >= 1, got {image_size!r}")
     if name in _SPECIAL:
         return _SPECIAL[name](embedding_size, pretrained, dropout, image_size)
     import timm

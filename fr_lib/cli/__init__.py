@@ -26,10 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_training(fn, *args, **kwargs):
+def run_training(fn, *args, error_context: dict | None = None, **kwargs):
     """Call a training entry point (fr_lib.training.loop.train, fr_lib.workflows.recipe.run_recipe) the way the CLIs report it:
     returns (result, None) on success, or (None, exit code) after printing the error: 1 for a diverged run
-    (TrainingDiverged: the last good checkpoint is kept), 2 for bad input (ValueError, FileNotFoundError)."""
+    (TrainingDiverged: the last good checkpoint is kept), 2 for bad input (ValueError, FileNotFoundError), with
+    the command-line fix of a known data/config mismatch (fr_lib.cli.fixes.with_fix(e, **error_context):
+    command, preset, cfg)."""
+    from fr_lib.cli.fixes import with_fix
     from fr_lib.training.loop import TrainingDiverged
 
     try:
@@ -38,7 +41,7 @@ def run_training(fn, *args, **kwargs):
         print(f"error: {e}", file=sys.stderr)
         return None, 1
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {with_fix(e, **(error_context or {'command': ''}))}", file=sys.stderr)
         return None, 2
 
 

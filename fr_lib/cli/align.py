@@ -38,6 +38,17 @@ def run(args) -> int:
     from fr_lib.align import align_folder
     from fr_lib.device import resolve_device_name
 
+    from fr_lib.cli.fixes import pack_given_for_photos
+
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 1),
+                               ("--max-side", args.max_side, 1), ("--min-face-size", args.min_face_size, 0)):
+        if value < least:
+            print(f"error: {flag} must be >= {least}, got {value}", file=sys.stderr)
+            return 2
+    pack_error = pack_given_for_photos(args.src, "align")
+    if pack_error:
+        print(f"error: {pack_error}", file=sys.stderr)
+        return 2
     try:
         summary = align_folder(args.src, args.dst, size=args.size, mode=args.mode,
                                device=resolve_device_name(args.device),

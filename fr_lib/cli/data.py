@@ -102,7 +102,9 @@ def pack_command(args: argparse.Namespace) -> int:
             print(f"skipped {len(index.skipped)} unusable file(s) of {args.src} (see `fr data stats {args.src}`)")
         r = write_pack(index, args.dst, progress=True)
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        from fr_lib.cli.fixes import with_fix
+
+        print(f"error: {with_fix(e, 'data pack')}", file=sys.stderr)
         return 2
     h, w = r["size"]
     print(f"wrote {r['images']} images of {r['identities']} identities ({w}x{h} px"
@@ -117,7 +119,9 @@ def unpack_command(args: argparse.Namespace) -> int:
     try:
         index = scan_folder(args.pack, progress=True)
         if not isinstance(index, PackIndex):
-            raise ValueError(f"{args.pack} is not a pack (no train.rec / train.idx); it is a folder already")
+            raise ValueError(f"{args.pack} is not a pack (no train.rec / train.idx): it is an identity folder "
+                             f"already, usable as it is (fr train --data {args.pack}); fr data pack {args.pack} DST "
+                             "writes it as a pack")
         r = unpack_pack(index, args.dst, progress=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -150,6 +154,7 @@ def text_histogram(counts: list[int], width: int = 40, max_rows: int = 12) -> li
 def stats_command(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from fr_lib.cli.fixes import with_fix
     from fr_lib.data.pack import PackIndex, is_pack
     from fr_lib.data.recordio import RecordIOError
     from fr_lib.data.scan import scan_folder, scan_identities
@@ -158,17 +163,15 @@ def stats_command(args: argparse.Namespace) -> int:
         index = scan_folder(args.root, min_images_per_identity=args.min_images, use_cache=not args.no_cache,
                             progress=True)
     except (FileNotFoundError, RecordIOError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {with_fix(e, 'data stats')}", file=sys.stderr)
         return 2
-    except ValueError as e:
-        if is_pack(args.root):
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        dirs, root_skips = scan_identities(args.root, use_cache=not args.no_cache)
-        skipped = root_skips + [(f"{d}/{n}", r) for d, info in dirs.items() for n, r in info["entries"] if r]
-        _print_skipped(skipped, args.max_skipped)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # nothing usable: bad input, like every fr command's (exit 2)
+        if not is_pack(args.root):
+            dirs, root_skips = scan_identities(args.root, use_cache=not args.no_cache)
+            skipped = root_skips + [(f"{d}/{n}", r) for d, info in dirs.items() for n, r in info["entries"] if r]
+            _print_skipped(skipped, args.max_skipped)
+        print(f"error: {with_fix(e, 'data stats')}", file=sys.stderr)
+        return 2
     counts = np.asarray(index.counts())
     print(f"root: {index.root}")
     if isinstance(index, PackIndex):

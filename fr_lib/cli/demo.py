@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from fr_lib.evaluation.held_out import DEFAULT_CHECKPOINT
+from fr_lib.evaluation.held_out import CHECKPOINT_FILES, DEFAULT_CHECKPOINT
 from fr_lib.io import atomic_write
 
 MATRIX = ("ce-efficientnet", "ce-inceptionresnetv1-1292", "triplet-efficientnet", "arcface-efficientnet")
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--experiments", metavar="A,B", default=",".join(MATRIX),
                    help=f"experiments to train (default: {','.join(MATRIX)})")
     p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
-    p.add_argument("--checkpoint", choices=("last", "best"), default=DEFAULT_CHECKPOINT,
+    p.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default=DEFAULT_CHECKPOINT,
                    help="weights to evaluate: last (end of the cosine schedule, default) or best (min val loss; "
                         "with the demo's small val sets a poor selector for triplet loss, whose val loss is lowest "
                         "in epoch 1)")
@@ -73,7 +73,9 @@ def demo_command(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        from fr_lib.cli.fixes import with_fix
+
+        print(f"error: {with_fix(e, 'demo', args.preset or 'demo')}", file=sys.stderr)
         return 2
 
 

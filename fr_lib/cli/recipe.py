@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fr_lib.evaluation.held_out import CHECKPOINT_FILES, DEFAULT_CHECKPOINT
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,8 +39,9 @@ def register(subparsers) -> None:
                    help="untrained/pretrained rows (fr_lib.embedders.resolve names; '' for none; default: random weights of "
                         "each trained backbone at its training size, e.g. random-efficientnet_b0@64, plus "
                         "random-efficientnet_b0 at 112 px and dlib-resnet)")
-    p.add_argument("--checkpoint", default="last", choices=("last", "best"),
-                   help="evaluate the last epoch (default) or the epoch with the lowest closed-set val loss")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, choices=tuple(CHECKPOINT_FILES),
+                   help="evaluate the last epoch (default, as fr demo) or the epoch with the lowest closed-set val "
+                        "loss")
     p.add_argument("--max-epochs", type=int, help="upper bound on the planned epochs")
     p.add_argument("--pairs-per-fold", type=int, default=300, help="matched (and mismatched) pairs per fold of "
                                                                     "pairs.txt (10 folds; lowered if too few)")
@@ -99,6 +102,12 @@ def recipe_command(args: argparse.Namespace) -> int:
     if not Path(args.photo_root).is_dir():
         print(f"error: photo folder {args.photo_root} does not exist", file=sys.stderr)
         return 2
+    from fr_lib.cli.fixes import pack_given_for_photos
+
+    pack_error = pack_given_for_photos(args.photo_root, "recipe")
+    if pack_error:
+        print(f"error: {pack_error}", file=sys.stderr)
+        return 2
     try:
         cfgs = experiment_configs(names, args.overrides)
     except (KeyError, ValueError) as e:
@@ -115,5 +124,5 @@ def recipe_command(args: argparse.Namespace) -> int:
         run_recipe, args.photo_root, cfgs, args.minutes, args.out, work, device=args.device, baselines=baselines,
         aligned_root=args.aligned, align_max_side=args.align_max_side, skip_align=args.already_aligned,
         checkpoint=args.checkpoint, pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs,
-        progress=not args.no_progress, epochs=args.epochs)
+        progress=not args.no_progress, epochs=args.epochs, error_context={"command": "recipe"})
     return failed or 0

@@ -56,7 +56,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     print(f"training {cfg.name} ({cfg.model.backbone} / {cfg.loss.name}, preset {args.preset}) on {cfg.data.root} "
           f"-> {cfg.output_dir}")
-    summary, failed = run_training(train, cfg, resume=args.resume, progress=not args.no_progress)
+    summary, failed = run_training(train, cfg, resume=args.resume, progress=not args.no_progress,
+                                   error_context={"command": "train", "preset": args.preset, "cfg": cfg})
     if failed:
         return failed
     if summary["rank"] == 0:

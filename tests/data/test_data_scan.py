@@ -191,7 +191,7 @@ def test_cli_stats_on_unusable_or_missing_root(tmp_path, capsys):
 
     (tmp_path / "empty" / "a").mkdir(parents=True)
     (tmp_path / "empty" / "a" / "junk.txt").write_text("x")
-    assert main(["data", "stats", str(tmp_path / "empty")]) == 1
+    assert main(["data", "stats", str(tmp_path / "empty")]) == 2  # bad input, as for every fr command
     out, err = capsys.readouterr()
     assert "a/junk.txt" in out and "no usable images" in err and str(tmp_path / "empty") in err
     assert main(["data", "stats", str(tmp_path / "nope")]) == 2
