@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from fr_lib.align.detect import build_detector, detect_faces
-from fr_lib.align.image import IMAGE_EXTENSIONS, read_rgb
+from fr_lib.align.image import IMAGE_EXTENSIONS, image_file_problem, read_rgb
 from fr_lib.align.policy import FACE_TOO_SMALL, NO_FACE, POLICIES, SEVERAL_FACES, UNREADABLE, select_face
 from fr_lib.align.transform import ALIGN_MODES, align_face, crop_face
 from fr_lib.data.scan import ALIGN_LOCK as LOCK_FILE          # held (flock) while a run writes DST
@@ -90,7 +90,7 @@ def _scan(root: Path) -> tuple[list[str], set[str]]:
             rel = (rel_dir / name).as_posix()
             if is_own_file(rel) and not is_temp_file(name):
                 continue
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+            if image_file_problem(name) is None:   # what `fr data stats` counts as an image, too
                 images.append(rel)
             else:
                 others.add(rel)
@@ -176,7 +176,7 @@ def align_folder(src, dst, size: int = 112, mode: str = "similarity", device: st
         raise ValueError(f"destination {dst} must not be inside the source folder {src}")
     files, _ = _scan(src)
     if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {src}")
+        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {src}")
     start = time.perf_counter()
     dst.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(dst):

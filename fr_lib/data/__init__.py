@@ -5,16 +5,30 @@
     >>> train = FaceFolder(index, build_transforms("imagenet", 112, train=True), split.train, split.train_classes)
     >>> sampler = build_batch_sampler(train.targets, batch_size=64, samples_per_class=4, seed=0)
 """
-from fr_lib.data.folder import FaceFolder
-from fr_lib.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
-from fr_lib.data.pack import PackIndex, is_pack, scan_pack, unpack_pack, write_pack
-from fr_lib.data.packed import PackedFaces, pack_folder
-from fr_lib.data.sampler import PKSampler, ShuffleBatchSampler, build_batch_sampler
-from fr_lib.data.scan import FolderIndex, default_cache_dir, scan_folder
-from fr_lib.data.splits import OpenSetSplit, closed_set_split, open_set_split
-from fr_lib.data.transforms import NORMALIZATIONS, build_transforms, denormalize
+# Names load on first use (PEP 562): reading an image (fr_lib.data.images) must not import torch, which the
+# datasets, samplers and transforms need -- the onnxruntime recognition path reads photos without it.
+_EXPORTS = {
+    "fr_lib.data.folder": ("FaceFolder",),
+    "fr_lib.data.images": ("IMAGE_EXTENSIONS", "ImageLoadError", "image_file_problem", "load_rgb", "read_rgb",
+                           "to_rgb_array"),
+    "fr_lib.data.pack": ("PackIndex", "is_pack", "scan_pack", "unpack_pack", "write_pack"),
+    "fr_lib.data.packed": ("PackedFaces", "pack_folder"),
+    "fr_lib.data.sampler": ("PKSampler", "ShuffleBatchSampler", "build_batch_sampler"),
+    "fr_lib.data.scan": ("FolderIndex", "default_cache_dir", "scan_folder"),
+    "fr_lib.data.splits": ("OpenSetSplit", "closed_set_split", "open_set_split"),
+    "fr_lib.data.transforms": ("NORMALIZATIONS", "build_transforms", "denormalize"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = ["FaceFolder", "FolderIndex", "IMAGE_EXTENSIONS", "ImageLoadError", "NORMALIZATIONS", "OpenSetSplit",
-           "PKSampler", "PackIndex", "PackedFaces", "ShuffleBatchSampler", "build_batch_sampler", "build_transforms",
-           "closed_set_split", "default_cache_dir", "denormalize", "is_pack", "load_rgb", "open_set_split",
-           "pack_folder", "scan_folder", "scan_pack", "unpack_pack", "write_pack"]
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'fr_lib.data' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_MODULE_OF)

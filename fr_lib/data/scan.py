@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fr_lib.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
+from fr_lib.data.images import ImageLoadError, image_file_problem, load_rgb
 from fr_lib.io import atomic_write, is_temp_file
 
 CACHE_VERSION = 1
@@ -80,13 +80,11 @@ def default_cache_dir() -> Path:
 
 def _file_verdict(path: Path, name: str, verify: bool) -> str | None:
     """None if usable, else the reason it is skipped."""
-    if name.startswith("."):
-        return "hidden file (not an image)"
-    if path.is_dir():
+    if not name.startswith(".") and path.is_dir():
         return "nested folder ignored (expected root/<identity>/<image>)"
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        return f"not an image file ({ext or 'no extension'})"
+    problem = image_file_problem(name)   # the rule fr align applies too
+    if problem:
+        return problem
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"

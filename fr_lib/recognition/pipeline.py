@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fr_lib.data.images import ImageLoadError, read_rgb, to_rgb_array   # ImageLoadError: re-exported
+
 POLICIES = ("all", "largest", "single", "aligned")
 NORMALIZATIONS = ("imagenet", "facenet")  # as fr_lib.data.build_transforms
-
-
-class ImageLoadError(ValueError):
-    """A photo could not be read or decoded (message names the file or the problem)."""
 
 
 class FaceCountError(ValueError):
@@ -47,16 +45,14 @@ class FaceEmbedding:
 
 
 def load_image(image) -> np.ndarray:
-    """A path, PIL image or array -> (H, W, 3) uint8 RGB; any failure raises ImageLoadError naming the input."""
-    from fr_lib.align.image import read_rgb, to_rgb_array
-
+    """A path (fr_lib.data.images.read_rgb), PIL image or array -> (H, W, 3) uint8 RGB; any failure raises
+    ImageLoadError naming the input."""
+    if isinstance(image, (str, Path)):
+        return read_rgb(image)
     try:
-        if isinstance(image, (str, Path)):
-            return read_rgb(image)
         return to_rgb_array(image)
-    except (OSError, ValueError, SyntaxError, TypeError) as e:  # PIL raises all of these on bad files
-        what = f"{image}" if isinstance(image, (str, Path)) else "image"
-        raise ImageLoadError(f"cannot read {what}: {e}") from e
+    except (ValueError, TypeError) as e:  # a shape or dtype that is no image
+        raise ImageLoadError("image", str(e)) from e
 
 
 def weights_fingerprint(model) -> str:
