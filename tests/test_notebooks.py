@@ -94,7 +94,7 @@ def test_id_rate_notebook_compares_runs_and_baselines(synth_root, runs_dir, tmp_
     assert table in _text(nb)
     for name, m in models.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
-        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][1:]
+        cells = [c.strip().split(" [")[0].strip("*") for c in row.strip("|").split("|")][1:]   # "0.343 [lo, hi]"
         expected = list(m["tpr_at_fpr"].values()) + [m["roc_auc"]]
         assert [float(c) for c in cells] == pytest.approx([round(v, 3) for v in expected], abs=1e-9)
     assert "The published comparison table" in _text(nb)      # reference table shown beside ours

@@ -33,10 +33,11 @@ def test_embeddings_npz_writes_the_artefacts(tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     df = pd.read_csv(out / "table.csv", index_col=0)
     assert list(df.index) == ["good", "bad"]
-    assert list(df.columns) == ["TPR@FPR=0.5", "TPR@FPR=0.1", "TPR@FPR=0.05", "ROC-AUC"]
+    points = ["TPR@FPR=0.5", "TPR@FPR=0.1", "TPR@FPR=0.05", "ROC-AUC"]   # each followed by its bootstrap bounds
+    assert list(df.columns) == [c + s for c in points for s in ("", "_lo", "_hi")]
     for name, (q, labels, d) in (("good", good), ("bad", bad)):
         r = identification_rate(q, labels, d, [0.5, 0.1, 0.05])
-        np.testing.assert_allclose(df.loc[name].values, np.r_[r.tprs, r.roc_auc], rtol=1e-12)
+        np.testing.assert_allclose(df.loc[name, points].values, np.r_[r.tprs, r.roc_auc], rtol=1e-12)
     md = (out / "table.md").read_text()
     assert md.count("**") >= 2 * 4          # a bold best in every column
 
