@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     src.add_argument("--experiments", metavar="A,B,C",
                      help="comma-separated experiment names (config.EXPERIMENTS), checkpoint paths, random-<backbone>, "
                           "facenet-vggface2, facenet-casia-webface, dlib-resnet")
+    src.add_argument("--model", metavar="MODEL.onnx",
+                     help="an exported model (`fr export`) on onnxruntime: one row, evaluated on the held-out split "
+                          "recorded in its contract (or --data / --query)")
     src.add_argument("--embeddings", metavar="[NAME=]FILE.npz,...",
                      help="precomputed embeddings: .npz files with arrays embeddings (N, D), labels (N,), "
                           "is_distractor (N,) bool")
@@ -282,6 +285,8 @@ def _run(args) -> int:
     if args.embeddings:
         for name, path in files:
             ev.sources[name]["source"] = str(path)
+    if getattr(args, "model", None):   # an exported model is one more thing --experiments resolves
+        args.experiments = args.model
     evaluated_on = str(args.data or args.query or "the run's held-out identities")
     for name, r in ev.results.items():
         if ev.sources[name]["kind"] == "checkpoint" and not args.no_threshold:
