@@ -420,6 +420,7 @@ def write_report(out_dir, results: dict, embeddings: dict, notes: dict | None = 
 
     intervals, no_interval = (bootstrap_intervals(results, embeddings, bootstrap, seed) if bootstrap else ({}, {}))
     paths = {f"table.{k}": v for k, v in write_table(comparison_table(results, intervals), out).items()}
+    no_interval = {f"{name} (intervals)": why for name, why in no_interval.items()}   # beside the row's own note
     doc = results_json(results, embeddings, {**(notes or {}), **no_interval}, training, sources, split)
     for name, row in doc["models"].items():
         row["intervals"] = intervals[name].to_json() if name in intervals else None
