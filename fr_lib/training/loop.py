@@ -30,6 +30,7 @@ from torch import nn
 from fr_lib.data import ShuffleBatchSampler, build_batch_sampler
 from fr_lib.data.batch_augment import BatchAugment
 from fr_lib.device import resolve_device_name
+from fr_lib.evaluation.bin_verification import VerificationTargets
 from fr_lib.evaluation.metrics import identification_rate
 from fr_lib.losses import build_criterion
 from fr_lib.progress import progress_bar, progress_write
@@ -315,6 +316,9 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
     elif resume and ctx.is_main:
         print(f"no checkpoint at {last_path}: starting from scratch")
 
+    # insightface .bin sets (train.val_targets, or the *.bin beside a pack): every rank checks they exist,
+    # rank 0 decodes and evaluates them (fr_lib.evaluation.bin_verification)
+    val_targets = VerificationTargets.for_training(d_cfg, t_cfg, model.normalization, load=ctx.is_main)
     fpr_key = f"tpr@fpr={t_cfg.open_set_fpr:g}"
     log = MetricsLog(out_dir, enabled=ctx.is_main, purge_step=start_epoch * len(sampler))
     log.write_csv(history)
@@ -325,6 +329,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
         if ctx.is_main:
             metrics.update(evaluate(run, val_loader, open_loader, data.n_query, t_cfg.open_set_fpr))
             # further per-epoch checks add their metrics to ``metrics`` here
+            if val_targets:
+                metrics.update(val_targets(run.model, device))
         return D.broadcast_object(metrics)
 
     if t_cfg.eval_at_start and not history:
@@ -377,7 +383,8 @@ def train(cfg, resume: bool = False, progress: bool = True) -> dict:
                 save_checkpoint(best_path, state)
             save_checkpoint(last_path, state)
             log.epoch(history)
-            progress_write(_summary_line(row, t_cfg.epochs, fpr_key))
+            progress_write(_summary_line(row, t_cfg.epochs, fpr_key)
+                           + (val_targets.summary(row) if val_targets else ""))
         D.barrier()
         if t_cfg.early_stopping_patience and row["epoch"] - (best or 0) >= t_cfg.early_stopping_patience:
             stopped_early = True

@@ -89,7 +89,8 @@ def test_pickle_that_would_run_a_command_is_refused_and_nothing_runs(tmp_path):
                                  ([b"a", b"b"], [_Evals()])]):                  # among the flags
         path = tmp_path / f"evil{i}.bin"
         path.write_bytes(pickle.dumps(payload, protocol=2))
-        with pytest.raises(BinFormatError, match=r"evil\d\.bin.*refused pickle global (posix|os|nt|builtins|__builtin__)\."):
+        with pytest.raises(BinFormatError,
+                           match=r"evil\d\.bin.*refused pickle global (posix|os|nt|builtins|__builtin__)\."):
             load_bin(path)
     assert not marker.exists()
     # and the plain pickle would have run it: the test's payload is live
