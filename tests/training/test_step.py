@@ -103,3 +103,14 @@ def test_measure_speed_runs_the_real_step_and_leaves_the_rng_alone(synth_root):
     samples = [(p, label) for p, label in index.samples][:12]     # 3 batches of 4: 1 warmup + 2 rounds of 1
     real = measure_speed(_cfg(), 4, steps=1, warmup=1, index=index, samples=samples)
     assert math.isfinite(real.train_images_per_s) and real.train_images_per_s > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+def test_on_cuda_the_step_runs_under_the_configs_amp_and_channels_last():
+    cfg = _cfg(**{"train.amp": "bf16", "train.channels_last": True, "data.batch_augment": True})
+    run = build_run(cfg, 2, torch.device("cuda"))
+    assert (run.amp, run.channels_last) == ("bf16", True) and next(run.model.parameters()).is_cuda
+    assert math.isfinite(train_step(run, *_batch(uint8=True)))
+    assert all(p.dtype == torch.float32 for p in run.params)          # autocast leaves the weights fp32
+    speed = measure_speed(cfg, 2, steps=1, warmup=1, device="cuda")
+    assert speed.train_images_per_s > 0 and speed.eval_images_per_s > 0
