@@ -166,3 +166,18 @@ def test_band_fprs_keep_the_table_columns():
     assert set(DEFAULT_FPRS) <= set(f.tolist())
     names = [f"{x:g}" for x in f]
     assert len(set(names)) == len(names)            # no grid point shares a column name with a table FPR
+
+
+def test_bootstrap_intervals_of_a_table_and_rows_too_large():
+    from fr_lib.evaluation.bootstrap import bootstrap_intervals
+
+    q, labels, d, d_labels = _gaussian(6, 3, 4)
+    results = {"a": identification_rate(q, labels, d, FPRS)}
+    out, reasons = bootstrap_intervals(results, {"a": (q, labels, d, d_labels)}, n_resamples=20)
+    assert reasons == {} and list(out) == ["a"]
+    b = out["a"]
+    direct = bootstrap_identification_rate(q, labels, d, d_labels, b.fprs, n_resamples=20)
+    np.testing.assert_array_equal(b.tpr_samples, direct.tpr_samples)
+    assert set(b.intervals()) >= set(results["a"].as_dict())       # the table's columns, plus the band's grid
+    out, reasons = bootstrap_intervals(results, {"a": (q, labels, d)}, n_resamples=20, max_negatives=10)
+    assert out == {} and "max_negatives" in reasons["a"]
