@@ -47,7 +47,8 @@ def _batch_size(m: re.Match, command: str, preset: str | None, cfg) -> str | Non
 
 
 def _full_batch(m: re.Match, command: str, preset: str | None, cfg) -> str | None:
-    return f"lower the batch size to at most the number of images: {_set('data.batch_size', m['n'])}"
+    fit = max(1, int(m["n"]) // int(m["world"] or 1))  # data.batch_size is per process
+    return f"lower the batch size to at most the images per process: {_set('data.batch_size', fit)}"
 
 
 def _pk_batch(m: re.Match, command: str, preset: str | None, cfg) -> str | None:
@@ -75,7 +76,8 @@ _FIXES = [  # (pattern over str(error), fix(match, command, preset, cfg))
     (re.compile(r"(?P<backbone>[\w.-]+) needs images of at least (?P<min>\d+) px"), _image_size),
     (re.compile(r"image_size must be a whole number of pixels >= (?P<min>\d+)"), _whole_pixels),
     (re.compile(r"need n >= 1 and batch_size >= 1, got \d+, -?\d+"), _batch_size),
-    (re.compile(r"no full training batch: (?P<n>\d+) images, batch_size (?P<b>\d+)"), _full_batch),
+    (re.compile(r"no full training batch: (?P<n>\d+) images, batch_size (?P<b>\d+)(?: x (?P<world>\d+))?"),
+     _full_batch),
     (re.compile(r"P x K batches need at least P = (?P<p>\d+) identities, got (?P<got>\d+)"), _pk_batch),
     (re.compile(r"open-set split of \d+ identities leaves no training identity"), _open_set),
     (re.compile(r"dataset root (?P<path>\S+/(train\.rec|train\.idx)) does not exist or is not a folder"), _pack_file),

@@ -164,3 +164,6 @@ def test_with_fix_leaves_unknown_errors_alone_and_joins_lines():
     assert with_fix(ValueError(msg), "train", "full").endswith("--preset small or --set data.min_images_per_identity=2")
     assert with_fix(ValueError(msg), "train", "small").endswith("lower it: --set data.min_images_per_identity=2")
     assert with_fix(ValueError(msg), "data stats").endswith("--min-images 2")
+    # only reachable under DDP (one process pads a short epoch): data.batch_size is per process
+    ddp = "no full training batch: 10 images, batch_size 16 x 2 process(es)"
+    assert with_fix(ValueError(ddp), "train").endswith("--set data.batch_size=5")
