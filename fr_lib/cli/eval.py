@@ -168,10 +168,14 @@ def eval_command(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except EvalError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from fr_lib.cli.fixes import with_fix
+
+        print(f"error: {with_fix(e, 'eval')}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as e:   # bad data / embeddings reported by the library
-        print(f"error: {e}", file=sys.stderr)
+        from fr_lib.cli.fixes import with_fix
+
+        print(f"error: {with_fix(e, 'eval')}", file=sys.stderr)
         return 2
 
 
