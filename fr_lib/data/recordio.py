@@ -225,6 +225,19 @@ class IndexedRecordReader:
             return int(self._pos[key])
         raise KeyError(key)
 
+    def positions(self, keys) -> np.ndarray:
+        """Index positions (into ``keys`` / ``offsets``) of many keys at once; KeyError(first missing key)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self._dict is not None:
+            return np.array([self._position(k) for k in keys.tolist()], dtype=np.int64)
+        inside = (keys >= 0) & (keys < self._pos.size)
+        pos = np.full(keys.shape, -1, np.int64)
+        pos[inside] = self._pos[keys[inside]]
+        missing = np.flatnonzero(pos < 0)
+        if missing.size:
+            raise KeyError(int(keys[missing[0]]))
+        return pos
+
     def _handle(self) -> int:
         if self._fd is None or self._pid != os.getpid():
             with self._lock:

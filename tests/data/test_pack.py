@@ -299,3 +299,21 @@ def test_tensor_decode_path_gives_the_folder_pixels(pack_root, synth_root):
         assert torch.equal(x, b[i][0])
     raw = b.load(5, tensor=True)
     assert raw.dtype == torch.uint8 and torch.equal(raw.permute(1, 2, 0), torch.from_numpy(_pixels(a.load(5)).copy()))
+
+
+def test_identity_records_split_by_the_magic_and_bad_ones(tmp_path):
+    def build(root, second_identity_label):
+        with IndexedRecordWriter(root / "train.rec") as w:
+            w.write(0, pack_payload(IRHeader(0, [4, 6])))
+            for k in (1, 2, 3):
+                w.write(k, pack_payload(IRHeader(0, 0.0, k, 0), _jpeg(k)))
+            # id = the magic: this header's first part ends at payload byte 8 (the vectorised path's slow case)
+            w.write(4, pack_payload(IRHeader(0, [1, 3], MAGIC, 0)))
+            w.write(5, pack_payload(IRHeader(0, second_identity_label, 5, 0)))
+
+    build(tmp_path / "good", [3, 4])
+    idx = scan_folder(tmp_path / "good")
+    assert idx.counts() == [2, 1] and idx.samples[2] == ("00001/00000003.jpg", 1)
+    build(tmp_path / "bad", 7.0)
+    with pytest.raises(ValueError, match="identity record 5 has 0 label"):
+        scan_folder(tmp_path / "bad")

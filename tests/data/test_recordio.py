@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fr_lib.data import recordio
-from fr_lib.data.recordio import (IR_SIZE, MAGIC, MAGIC_BYTES, IndexedRecordReader, IndexedRecordWriter, IRHeader,
+from fr_lib.data.recordio import (IR_SIZE, MAGIC_BYTES, IndexedRecordReader, IndexedRecordWriter, IRHeader,
                                   RecordIOError, decode_lrec, encode_lrec, frame_record, pack_payload,
                                   parse_record, read_index, unpack_payload)
 
