@@ -66,6 +66,10 @@ def register(subparsers) -> None:
     p.add_argument("--bin", metavar="A.bin,B.bin",
                    help="insightface .bin verification sets (paths, or names of .bin files in --data): 10-fold "
                         "accuracy with the flip test per model instead of the ID-rate table (needs --experiments)")
+    p.add_argument("--score", choices=("cosine", "pair-probability"), default="cosine",
+                   help="--pairs: score a pair by the cosine similarity of its embeddings, or by P(same) from the "
+                        "pair-classifier head of a run trained with loss 'bce' (other models are skipped); the "
+                        "ID-rate table always uses cosine similarity")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for tables and figures")
     p.add_argument("--fprs", default=DEFAULT_FPRS, help=f"comma-separated FPRs (default {DEFAULT_FPRS})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -179,6 +183,23 @@ def eval_command(args: argparse.Namespace) -> int:
         return 2
 
 
+def _pair_probability(checkpoint, name: str):
+    """score(a, b) for verify_pairs: P(same) of each row pair from the 'bce' run's head (its criterion state)."""
+    import torch
+
+    from fr_lib.losses.pair_classifier import load_pair_classifier
+
+    if checkpoint is None:
+        raise ValueError(f"{name} is not a trained checkpoint: it has no pair-classifier head")
+    head = load_pair_classifier(checkpoint)
+
+    def score(a, b):
+        with torch.no_grad():
+            return head.pair_probability(torch.from_numpy(a).float(), torch.from_numpy(b).float()).double().numpy()
+
+    return score
+
+
 def _run_pairs(args) -> int:
     """--pairs: LFW protocol (fr_lib.evaluation.pair_verification) for every model of --experiments."""
     from fr_lib.evaluation.pair_verification import verification_markdown, verify_pairs
@@ -208,11 +229,19 @@ def _run_pairs(args) -> int:
             continue
         meta = {"name": name, "image_size": image_size, "normalization": normalization,
                 "checkpoint": str(ckpt) if ckpt else None}
+        score = None
+        if args.score == "pair-probability":
+            try:
+                score = _pair_probability(ckpt, name)
+            except ValueError as e:   # not a 'bce' run: no head to score with
+                print(f"skipped {name}: {e}", file=sys.stderr)
+                summary[name] = {"skipped": str(e)}
+                continue
         cache = None if args.no_cache else out / "cache" / f"{safe_filename(name)}-pairs{'-flip' if args.flip else ''}.npz"
         res = verify_pairs(model, meta, args.pairs, args.data, device=device, batch_size=args.batch_size,
-                           flip=args.flip, cache_path=cache)
+                           flip=args.flip, cache_path=cache, score=score)
         rows[name] = res.table_row()
-        summary[name] = {**res.as_dict(), "source": str(ckpt or name)}
+        summary[name] = {**res.as_dict(), "source": str(ckpt or name), "score": args.score}
         print(f"{name}: {res.n_pairs} pairs in {res.n_folds} folds: 10-fold accuracy {res.accuracy:.4f} "
               f"+- {res.accuracy_std:.4f}, EER {res.eer:.4f}, ROC-AUC {res.roc_auc:.4f}", flush=True)
     if not rows:
@@ -256,6 +285,8 @@ def _run(args) -> int:
     from fr_lib.evaluation.report import comparison_table, to_markdown
     from fr_lib.evaluation.thresholds import write_threshold
 
+    if getattr(args, "model", None):   # an exported model is one more thing --experiments resolves
+        args.experiments = args.model
     if args.pairs:
         return _run_pairs(args)
     if args.bin:
@@ -289,8 +320,6 @@ def _run(args) -> int:
     if args.embeddings:
         for name, path in files:
             ev.sources[name]["source"] = str(path)
-    if getattr(args, "model", None):   # an exported model is one more thing --experiments resolves
-        args.experiments = args.model
     evaluated_on = str(args.data or args.query or "the run's held-out identities")
     for name, r in ev.results.items():
         if ev.sources[name]["kind"] == "checkpoint" and not args.no_threshold:

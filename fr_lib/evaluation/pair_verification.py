@@ -66,8 +66,10 @@ def embed_paths(model, meta: dict, paths, device: str = "cpu", batch_size: int =
 
 def pair_scores(model, meta: dict, pairs, device: str = "cpu", batch_size: int = 64, flip: bool = False,
                 cache_path: str | os.PathLike | None = None, progress: bool = True, raw_root=None,
-                native_info: dict | None = None) -> np.ndarray:
-    """Cosine similarity (n_pairs,) float64 of each LFWPair (absolute path1, path2) under ``model``.
+                native_info: dict | None = None, score=None) -> np.ndarray:
+    """Cosine similarity (n_pairs,) float64 of each LFWPair (absolute path1, path2) under ``model``, or
+    ``score(a, b)`` of the two (n_pairs, D) float64 embedding matrices row by row when given (e.g. the pair
+    classifier's probability, fr_lib.losses.pair_classifier.PairClassifierLoss.pair_probability).
 
     meta: resolve_embedder's meta (image_size, normalization). Distinct images are embedded once. ``raw_root``: the
     folder the aligned pair images were aligned from; a pretrained baseline with a native preprocessing
@@ -96,6 +98,8 @@ def pair_scores(model, meta: dict, pairs, device: str = "cpu", batch_size: int =
     row = {p: i for i, p in enumerate(paths)}
     a = emb[[row[pair.path1] for pair in pairs]].astype(np.float64)
     b = emb[[row[pair.path2] for pair in pairs]].astype(np.float64)
+    if score is not None:
+        return np.asarray(score(a, b), np.float64)
     return np.einsum("kd,kd->k", a, b)
 
 
@@ -112,13 +116,14 @@ def score_pairs(scores, issame, folds) -> PairsResult:
 
 
 def verify_pairs(model, meta: dict, pairs_txt, root, device: str = "cpu", batch_size: int = 64, flip: bool = False,
-                 cache_path=None, progress: bool = True) -> PairsResult:
-    """10-fold accuracy, EER and ROC-AUC of ``model`` on an LFW View-2 pairs file whose names resolve under root."""
+                 cache_path=None, progress: bool = True, score=None) -> PairsResult:
+    """10-fold accuracy, EER and ROC-AUC of ``model`` on an LFW View-2 pairs file whose names resolve under root;
+    ``score`` as in pair_scores (default cosine similarity)."""
     from fr_lib.data.lfw_pairs import read_lfw_pairs
 
     pairs = read_lfw_pairs(pairs_txt, root)
     scores = pair_scores(model, meta, pairs, device=device, batch_size=batch_size, flip=flip,
-                         cache_path=cache_path, progress=progress)
+                         cache_path=cache_path, progress=progress, score=score)
     return score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
 
 

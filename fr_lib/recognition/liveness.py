@@ -142,3 +142,57 @@ def check_liveness(frames, landmarker: EyeLandmarker | None = None, threshold: f
         ears.append(None if ear is None else round(ear, 4))
         detector.update(ear)
     return LivenessResult(detector.live, detector.blinks, ears, threshold)
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    box: tuple
+    detector: BlinkDetector
+    missed: int = 0
+
+
+class LivenessTracker:
+    """Faces followed across the frames of a stream, each with its own BlinkDetector: a face is live from the frame
+    its first blink completes, for as long as its track lives.
+
+    Tracking is greedy box overlap: a face continues the track whose last box overlaps it most (IoU >= ``iou``);
+    a track not seen for ``max_missed`` frames is dropped (a face that leaves and comes back must blink again).
+    """
+
+    def __init__(self, landmarker: EyeLandmarker | None = None, iou: float = 0.3, max_missed: int = 5,
+                 threshold: float = EAR_THRESHOLD, min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES):
+        self.landmarker = landmarker or EyeLandmarker()
+        self.iou, self.max_missed = iou, max_missed
+        self._detector_args = (threshold, min_frames, max_frames)
+        self.tracks: list[_Track] = []
+        self.tracks_started = 0
+
+    def update(self, frame: np.ndarray, boxes) -> list[bool]:
+        """(H, W, 3) uint8 frame and the (x1, y1, x2, y2) boxes of its faces -> live flag per box."""
+        free = list(self.tracks)
+        assigned = []
+        for box in boxes:
+            box = tuple(float(v) for v in box)
+            best = max(free, key=lambda t: box_iou(t.box, box), default=None)
+            if best is None or box_iou(best.box, box) < self.iou:
+                best = _Track(box, BlinkDetector(*self._detector_args))
+                self.tracks.append(best)
+                self.tracks_started += 1
+            else:
+                free.remove(best)
+            best.box, best.missed = box, 0
+            best.detector.update(self.landmarker.ear(frame, box))
+            assigned.append(best)
+        for track in free:
+            track.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        return [t.detector.live for t in assigned]

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -257,6 +257,7 @@ class RecognizeStats:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     output: Path | None = None
     interrupted: bool = False
+    live_per_frame: list[list[bool]] = field(default_factory=list)  # with liveness: per face, blinked yet
 
     @property
     def fps(self) -> float:
@@ -266,11 +267,13 @@ class RecognizeStats:
 def recognize_stream(source: FrameSource, gallery, *, output: str | os.PathLike | None = None, every: int = 1,
                      landmarks: bool = True, show_fps: bool = True, threshold: float | None = None,
                      max_frames: int | None = None, output_fps: float | None = None,
-                     progress: bool = True) -> RecognizeStats:
+                     progress: bool = True, liveness=None) -> RecognizeStats:
     """Identify the faces of every ``every``-th frame of ``source`` against ``gallery`` (its pipeline detects,
     aligns and embeds; answers below ``threshold``, default the gallery's, are 'Unknown'), draw them (and the
     measured FPS, an exponential moving average of frames/s) and write the frames to ``output`` (.gif or .mp4,
-    at the source's fps unless ``output_fps``). Ctrl-C stops a camera cleanly: what was recorded is kept."""
+    at the source's fps unless ``output_fps``). Ctrl-C stops a camera cleanly: what was recorded is kept.
+    ``liveness``: a fr_lib.recognition.liveness.LivenessTracker; each face is then labelled 'live' once its track
+    blinked ('no blink' before) and ``stats.live_per_frame`` records it."""
     from fr_lib.progress import progress_bar
 
     if every < 1:
@@ -293,8 +296,13 @@ def recognize_stream(source: FrameSource, gallery, *, output: str | os.PathLike 
             last = now
             stats.faces_per_frame.append(len(faces))
             stats.names_per_frame.append([f.name for f in faces])
+            drawn = faces
+            if liveness is not None:
+                live = liveness.update(frame, [f.box for f in faces])
+                stats.live_per_frame.append(live)
+                drawn = [replace(f, name=f"{f.name} | {'live' if ok else 'no blink'}") for f, ok in zip(faces, live)]
             if writer is not None:
-                writer.append(draw_overlay(frame, faces, smoothed if show_fps else None, landmarks))
+                writer.append(draw_overlay(frame, drawn, smoothed if show_fps else None, landmarks))
             stats.frames += 1
             bar.update(1)
     except KeyboardInterrupt:

@@ -118,3 +118,48 @@ def test_load_pair_classifier_from_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "ce.pt", {"model": {}, "criterion": {}, "config": {**cfg, "loss": {"name": "ce"}}})
     with pytest.raises(ValueError, match="'ce', not 'bce'.*cosine"):
         load_pair_classifier(tmp_path / "ce.pt")
+
+
+def test_trained_bce_run_scores_pairs_with_its_head_and_id_rate_keeps_cosine(synth_root, tmp_path, capsys):
+    """A tiny 'bce' run trains through the one loop; `fr eval --pairs --score pair-probability` scores each pair
+    with the head from the checkpoint's criterion state (a model without a head is a skipped row); the ID-rate
+    table notes that its row uses cosine similarity."""
+    import json
+
+    import numpy as np
+
+    import config
+    from fr_lib.cli import main
+    from fr_lib.data.lfw_pairs import read_lfw_pairs, write_lfw_pairs
+    from fr_lib.evaluation.metrics import roc_auc
+    from fr_lib.evaluation.pair_verification import embed_paths
+    from fr_lib.training.checkpoint import load_embedder
+    from fr_lib.training.loop import train
+
+    cfg = config.get_experiment("bce-efficientnet", "tiny", **{
+        "data.root": str(synth_root), "model.backbone": "mobilenetv3_small_100", "data.image_size": 32,
+        "train.output_dir": str(tmp_path / "run")})
+    assert cfg.loss.name == "bce" and cfg.data.samples_per_class == 4
+    train(cfg, progress=False)
+    ckpt = tmp_path / "run" / "last.pt"
+    pairs_txt = tmp_path / "pairs.txt"
+    write_lfw_pairs(synth_root, pairs_txt, folds=4, pairs_per_fold=8, seed=0)
+    out = tmp_path / "out"
+    assert main(["eval", "--experiments", f"{ckpt},random-mobilenetv3_small_100", "--pairs", str(pairs_txt),
+                 "--data", str(synth_root), "--out", str(out), "--device", "cpu", "--score",
+                 "pair-probability", "--no-cache"]) == 0
+    assert "skipped random-mobilenetv3_small_100" in capsys.readouterr().err
+    got = json.loads((out / "verification.json").read_text())[str(ckpt)]
+    pairs = read_lfw_pairs(pairs_txt, synth_root)
+    model, meta = load_embedder(ckpt)
+    emb = embed_paths(model, meta, [p for pair in pairs for p in (pair.path1, pair.path2)], progress=False)
+    head = load_pair_classifier(ckpt)
+    with torch.no_grad():
+        prob = head.pair_probability(torch.from_numpy(emb[0::2]), torch.from_numpy(emb[1::2])).numpy()
+    issame = np.array([p.issame for p in pairs])
+    assert got["score"] == "pair-probability"
+    assert got["roc_auc"] == pytest.approx(roc_auc(prob[issame], prob[~issame]), abs=1e-9)
+    assert main(["eval", "--experiments", str(ckpt), "--data", str(synth_root), "--out", str(tmp_path / "idr"),
+                 "--device", "cpu", "--fprs", "0.1", "--no-threshold"]) == 0
+    notes = json.loads((tmp_path / "idr" / "results.json").read_text())["notes"]
+    assert "cosine similarity" in notes[str(ckpt)]

@@ -1,6 +1,7 @@
 """Blink liveness: the EAR formula, the blink state machine on EAR sequences, a real photo through dlib's 68-point
 landmarks (open eyes; a static photo never passes), and the message when the dlib extra is missing."""
 import math
+import re
 import sys
 
 import numpy as np
@@ -134,3 +135,72 @@ def test_match_with_frames_answers_not_live_for_a_photo(landmarker, monkeypatch)
     assert client.post("/match", json={"frames": [frame, "!!"]}, headers=auth).status_code == 400
     r = client.post("/match", json={"frames": [frame]}, headers=auth)
     assert r.status_code == 422 and "at least 3 frames" in r.json()["detail"]
+
+
+class _ScriptedEyes:
+    """Stands in for EyeLandmarker: EAR by the face's box position (x1) and frame index."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def ear(self, frame, box=None):
+        face = min(self.script, key=lambda x: abs(x - box[0]))   # the scripted face nearest to the box
+        return self.script[face][int(frame[0, 0, 0])]
+
+
+def test_tracker_marks_a_face_live_only_after_its_own_blink():
+    from fr_lib.recognition.liveness import LivenessTracker
+
+    blink = [OPEN, OPEN, CLOSED, CLOSED, OPEN, OPEN, OPEN]
+    still = [OPEN] * 7
+    tracker = LivenessTracker(_ScriptedEyes({10: blink, 100: still, 200: blink}), max_missed=1)
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(7)]
+    a, b = (10, 10, 50, 50), (100, 10, 140, 50)
+    flags = [tracker.update(f, [a, b]) for f in frames[:4]]
+    assert flags == [[False, False]] * 4
+    assert tracker.update(frames[4], [b, (11, 11, 51, 51)]) == [False, True]   # order-free, box moved a little
+    assert tracker.tracks_started == 2
+    # a new face far from every track starts its own track, which has not blinked
+    assert tracker.update(frames[5], [(200, 10, 240, 50)]) == [False]
+    assert tracker.tracks_started == 3
+    tracker.update(frames[6], [])
+    assert len(tracker.tracks) == 1          # the first two were missed for 2 frames > max_missed=1: dropped
+
+
+def test_recognize_liveness_on_a_moving_photo_never_turns_live(landmarker, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    from _recognition_utils import tiny_pipeline
+    from skimage import data
+
+    from fr_lib.cli import main, recognize
+    from fr_lib.recognition import liveness
+    from fr_lib.recognition.video import astronaut_clip
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i, frame in enumerate(astronaut_clip(size=(480, 360))):
+        Image.fromarray(frame).save(clip / f"frame{i}.png")
+    people = tmp_path / "people" / "Eileen Collins"
+    people.mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(people / "portrait.png")
+    monkeypatch.setattr(liveness, "EyeLandmarker", lambda: landmarker)
+    monkeypatch.setattr(recognize, "load_pipeline", lambda args: (tiny_pipeline(), 0.5, "test"))
+    code = main(["recognize", "--source", str(clip), "--people-faces", str(people.parent), "--liveness",
+                 "--output", str(tmp_path / "out.gif"), "--experiment", "x"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"liveness: [1-6] face track\(s\); a live \(blinked\) face on 0 of 6 frames", out), out
+
+
+def test_recognize_liveness_without_dlib_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    from fr_lib.cli import main
+
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    from PIL import Image
+
+    (tmp_path / "f").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "f" / "frame0.png")
+    code = main(["recognize", "--source", str(tmp_path / "f"), "--people-faces", str(tmp_path), "--liveness",
+                 "--experiment", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--liveness" in err and "pip install 'fr_lib[dlib]'" in err
