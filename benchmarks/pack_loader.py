@@ -135,11 +135,13 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--index-images", type=int, default=494_414, help="CASIA-WebFace: 494,414 images")
     p.add_argument("--index-identities", type=int, default=10_572)
-    p.add_argument("--skip-index", action="store_true")
+    p.add_argument("--skip-index", action="store_true", help="only the throughput part")
+    p.add_argument("--skip-throughput", action="store_true", help="only the index part")
     args = p.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="fr-pack-bench-") as tmp:
-        throughput(args, Path(tmp))
+        if not args.skip_throughput:
+            throughput(args, Path(tmp))
         if not args.skip_index:
             index_open(args, Path(tmp))
 
