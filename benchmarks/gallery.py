@@ -170,7 +170,7 @@ def bench_index(n: int, photos: int, dim: int, nprobes, hnsw_max: int, folder: P
     rows = [dict(n=n, kind="exact", param="", build_s=exact_build, mem_mb=exact_mb, ms=exact_ms, recall=1.0,
                  agree=1.0, enroll_s=enroll_s, threshold=threshold, tpr=hit_rate)]
     exact.close()
-    del exact, truth
+    exact = truth = None   # free the exact matrix before building the index
     kinds = [("ivf", p) for p in nprobes] + ([("hnsw", 128)] if n <= hnsw_max else [])
     built = {}
     for kind, param in kinds:

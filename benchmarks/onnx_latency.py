@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, onnxruntime (CPUExecutionProvider), {args.threads} threads; ms per face, "
           "median of one forward pass / batch size")
-    print("| backbone | px | batch | PyTorch eager ms/face | onnxruntime ms/face | PyTorch / onnxruntime | max abs diff |")
+    print("| backbone | px | batch | PyTorch eager ms/face | onnxruntime ms/face | PyTorch / onnxruntime "
+          "| max abs diff |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.backbones:

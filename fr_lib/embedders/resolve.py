@@ -114,9 +114,10 @@ def embedder_choices(checkpoint_for: CheckpointLookup = None, runs_dir=None) -> 
 def resolve_embedder(name_or_path, device: str = "cpu", runs_dir=None,
                      checkpoint_for: CheckpointLookup = None) -> tuple[torch.nn.Module, dict]:
     """Embedding model for a name or checkpoint path (see the module docstring) -> (model in eval mode on device,
-    meta). meta: name, kind ('pretrained' | 'random' | 'checkpoint' | 'onnx'), image_size (px), normalization ('imagenet' |
-    'facenet' | 'unit'), embedding_size, backbone, checkpoint (path or None); checkpoints add load_embedder's keys
-    (config dict, ...).
+    meta). meta: name, kind ('pretrained' | 'random' | 'checkpoint' | 'onnx'), image_size (px), normalization
+    ('imagenet' | 'facenet' | 'unit'), embedding_size, backbone, checkpoint (path or None); checkpoints add
+    load_embedder's keys (config dict, ...); an exported .onnx model adds 'onnx' (its path), 'model_name',
+    'threshold' (from its contract) and 'config' = {'data': the run's data config}.
 
     Raises: ValueError listing the choices for an unknown name; FileNotFoundError for a registered experiment or a
     path with no checkpoint file; ImportError (with the pip command) for dlib-resnet without the dlib extra;
@@ -131,8 +132,8 @@ def resolve_embedder(name_or_path, device: str = "cpu", runs_dir=None,
         model = OnnxEmbedder(text, device=device)  # FileNotFoundError / ValueError name the file
         c = model.contract
         meta = {**_meta(Path(text).stem, "onnx", model), "checkpoint": None, "onnx": text,
-                "model_name": model.model_name, "config": {"data": c["data_config"]} if c.get("data_config") else None,
-                "threshold": c.get("threshold")}
+                "model_name": model.model_name, "threshold": c.get("threshold"),
+                "config": {"data": c["data_config"]} if c.get("data_config") else None}
     elif is_path:
         if not Path(text).is_file():
             raise FileNotFoundError(f"no checkpoint file {text}")

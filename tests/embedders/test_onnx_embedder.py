@@ -63,7 +63,8 @@ def test_embedding_path_imports_no_torch(exported, tmp_path):
         model, meta = resolve_embedder({str(onnx_path)!r})
         assert meta["kind"] == "onnx" and meta["image_size"] == {IMAGE_SIZE}, meta
         pipeline = FacePipeline.from_onnx({str(onnx_path)!r})
-        crop = align_face(read_rgb({str(tmp_path / 'astronaut.png')!r}), np.array({landmarks.tolist()}), size={IMAGE_SIZE})
+        photo = read_rgb({str(tmp_path / 'astronaut.png')!r})
+        crop = align_face(photo, np.array({landmarks.tolist()}), size={IMAGE_SIZE})
         face = pipeline.embed_faces(crop, policy="aligned")[0]
         print(json.dumps({{"torch": "torch" in sys.modules, "embedding": face.embedding.tolist(),
                           "direct": model.embed_images([crop])[0].tolist()}}))
