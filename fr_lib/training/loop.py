@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from fr_lib.data import ShuffleBatchSampler, build_batch_sampler
@@ -415,8 +416,6 @@ def _diverged(loss: float, epoch: int, step: int, run: Run, history: list[dict],
 
 
 def _gather_objects(obj, ctx) -> list:
-    import torch.distributed as dist
-
     out = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out

@@ -24,101 +24,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from fr_lib.evaluation.held_out import (DEFAULT_CHECKPOINT, FPRS, HeldOutSplit, evaluate_models, held_out_split,
                                         run_checkpoint, split_differences, write_report)
 from fr_lib.io import atomic_write, safe_filename, save_figure
+from fr_lib.training.speed import Speed, measure_speed   # the budget is measured on train()'s own step
 
 DEFAULT_BASELINES = ("random-efficientnet_b0", "dlib-resnet")
 
 
 # ------------------------------------------------------------------------------------------------ budget
-@dataclass
-class Speed:
-    """Measured throughput, images/s: train (forward + backward + optimiser step) and eval (no_grad forward)."""
-    train_images_per_s: float
-    eval_images_per_s: float
-
-
-def measure_speed(cfg, num_classes: int, steps: int = 5, device: str = "cpu", warmup: int = 2,
-                  index=None, samples=None) -> Speed:
-    """Time two rounds of ``steps`` training steps (after ``warmup`` untimed steps: the first ones allocate and
-    pick kernels, up to 10x slower; the faster round counts) and ``steps`` eval batches of cfg's model and
-    criterion at cfg.data.batch_size x 3 x image_size x image_size.
-
-    With ``index`` (FolderIndex) and ``samples`` (training [(path, label)]), the training steps load real batches
-    through a DataLoader with cfg.data.num_workers and the training augmentation, so decoding counts as it does in
-    training (on 2 busy cores it made an epoch 2.5x slower than the random-tensor estimate); else random images."""
-    import torch
-
-    from fr_lib.losses import build_criterion
-    from fr_lib.training.schedule import build_optimizer
-    from models_definition import build_backbone
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_backbone(cfg.model.backbone, cfg.model.embedding_size, None, cfg.model.dropout).to(device)
-        if cfg.train.freeze_backbone:   # two-stage recipe: only the neck learns, no backward through the backbone
-            model.freeze_backbone()
-        criterion = build_criterion(cfg.loss.name, num_classes, cfg.model.embedding_size, margin=cfg.loss.margin,
-                                    scale=cfg.loss.scale, label_smoothing=cfg.loss.label_smoothing,
-                                    mining=cfg.loss.mining).to(device)
-        b, s = cfg.data.batch_size, cfg.data.image_size
-        x = torch.randn(b, 3, s, s, device=device)
-        k = max(1, cfg.data.samples_per_class)
-        y = (torch.arange(b, device=device) // k) % num_classes
-        params = [p for p in list(model.parameters()) + list(criterion.parameters()) if p.requires_grad]
-        opt = build_optimizer(params, cfg.optim.optimizer, 1e-6, 0.0)
-
-        def sync():
-            if str(device).startswith("cuda"):
-                torch.cuda.synchronize()
-
-        batches = None
-        if index is not None and samples:
-            from fr_lib.data import FaceFolder, build_transforms
-            ds = FaceFolder(index, build_transforms(model.normalization, s, train=True,
-                                                    augment=cfg.data.augment), samples=samples)
-            gen = torch.Generator().manual_seed(0)
-            loader = torch.utils.data.DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, generator=gen,
-                                                 num_workers=cfg.data.num_workers)
-            batches = iter(loader) if len(loader) >= warmup + 2 * steps else None
-        model.train()
-        times = []
-        for i in range(warmup + 2 * steps):
-            t0 = time.perf_counter()
-            if batches is not None:
-                x, labels = next(batches)
-                y = (labels % num_classes).to(device)
-                x = x.to(device)
-            loss = criterion(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        # two rounds, the faster one counts: on a shared machine a burst of other work during one round made a
-        # single round read 10x slow (measured here); the budget is about this run's own speed
-        train_ips = b / min(float(np.median(times[:steps])), float(np.median(times[steps:])))
-        batches = None
-        x = torch.randn(b, 3, s, s, device=device)
-        model.eval()
-        times = []
-        with torch.no_grad():
-            for i in range(warmup + steps):
-                t0 = time.perf_counter()
-                model(x)
-                sync()
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
-        return Speed(train_ips, b / float(np.median(times)))
-
-
 def plan_epochs(minutes: float, n_train: int, n_eval_per_epoch: int, speed: Speed, max_epochs: int | None = None,
                 min_epochs: int = 1) -> int:
     """Epochs that fit ``minutes``: floor(60 * minutes / seconds_per_epoch), with seconds_per_epoch =
@@ -309,8 +225,9 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     verification = {}
 
     def score_pairs_file(name, model, meta):
-        scores = pair_scores(model, {**meta, "name": name}, pairs, device=device,
-                             cache_path=cache / f"{safe_filename(name)}-pairs.npz", progress=progress)
+        scores = pair_scores(model, {**meta, "name": meta.get("name") or name}, pairs, device=device,
+                             cache_path=cache / f"{safe_filename(name)}-pairs.npz", progress=progress,
+                             raw_root=photo_root)
         verification[name] = v = score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
         print(f"{name}: pairs: 10-fold accuracy {v.accuracy:.4f} +- {v.accuracy_std:.4f}, EER {v.eer:.4f}",
               flush=True)
@@ -318,7 +235,7 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     trained = {name: run_checkpoint(cfgs[name].output_dir, checkpoint) for name in summary["experiments"]}
     ev = evaluate_models(trained, split, {name: name for name in baselines}, device=device, fprs=fprs,
                          cache_dir=cache, per_model=score_pairs_file, log=lambda m: print(m, flush=True),
-                         progress=progress)
+                         progress=progress, raw_root=photo_root)
     summary["skipped"] = ev.skipped
     if not ev.results:
         raise ValueError(f"no model could be evaluated (skipped: {summary['skipped']})")
