@@ -103,7 +103,7 @@ class _BinUnpickler(pickle.Unpickler):
 def _check_image(x, i: int, path):
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
-    if isinstance(x, str):   # a Python 2 str unpickled without encoding='bytes' (not by us, but via re-dumps)
+    if isinstance(x, str):   # a Python 2 str, decoded as latin-1 by the unpickler: its exact bytes again
         return x.encode("latin-1")
     if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim in (1, 2, 3):
         return x
@@ -125,7 +125,9 @@ def load_bin(path: str | os.PathLike) -> tuple[list, np.ndarray]:
         raise FileNotFoundError(f"verification set not found: {path}")
     try:
         with open(path, "rb") as f:
-            obj = _BinUnpickler(f, encoding="bytes").load()
+            # latin-1 (numpy's documented encoding for Python 2 pickles) rather than insightface's 'bytes': a
+            # Python 2 str then arrives as a str that _check_image turns back into exactly the same bytes
+            obj = _BinUnpickler(f, encoding="latin1").load()
     except pickle.UnpicklingError as e:
         raise BinFormatError(path, str(e)) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,

@@ -54,6 +54,31 @@ def test_python2_pickle_of_str_images(faces, tmp_path):
     assert images == pngs and issame.tolist() == [True]
 
 
+class _Py2Pickler(pickle._Pickler):
+    """Writes what Python 2's pickle writes: bytes and (ASCII) str both as BINSTRING, no _codecs.encode."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        data = obj if isinstance(obj, bytes) else obj.encode("ascii")
+        self.write(b"T" + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+    dispatch[str] = _save_py2_str
+
+
+def test_python2_pickle_of_numpy_arrays(faces, tmp_path):
+    """numpy arrays pickled by Python 2 (the dtype code and the array data as str, no _codecs.encode)."""
+    buf = io.BytesIO()
+    pixels, png = faces[0], np.frombuffer(_encode(faces[1]), np.uint8)
+    _Py2Pickler(buf, protocol=2).dump(([pixels, png], np.array([True])))
+    assert b"_codecs" not in buf.getvalue() and b"X" not in buf.getvalue()[:3]
+    (tmp_path / "py2np.bin").write_bytes(buf.getvalue())
+    images, issame = load_bin(tmp_path / "py2np.bin")
+    assert np.array_equal(images[0], pixels) and np.array_equal(images[1], png) and issame.tolist() == [True]
+
+
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_numpy_uint8_images_and_numpy_flags(faces, tmp_path, protocol):
     """Re-packed copies: images as uint8 arrays (encoded bytes, or pixels) and issame as a numpy bool array; under
