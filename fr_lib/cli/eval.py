@@ -70,6 +70,9 @@ def register(subparsers) -> None:
                    help="--pairs: score a pair by the cosine similarity of its embeddings, or by P(same) from the "
                         "pair-classifier head of a run trained with loss 'bce' (other models are skipped); the "
                         "ID-rate table always uses cosine similarity")
+    p.add_argument("--raw", metavar="RAW_ROOT",
+                   help="the photos --data was aligned from (fr align's SRC): pretrained baselines (dlib-resnet, "
+                        "facenet-*) then get their own preprocessing from the source photos instead of our crops")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for tables and figures")
     p.add_argument("--fprs", default=DEFAULT_FPRS, help=f"comma-separated FPRs (default {DEFAULT_FPRS})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -238,10 +241,13 @@ def _run_pairs(args) -> int:
                 summary[name] = {"skipped": str(e)}
                 continue
         cache = None if args.no_cache else out / "cache" / f"{safe_filename(name)}-pairs{'-flip' if args.flip else ''}.npz"
+        native: dict = {}
         res = verify_pairs(model, meta, args.pairs, args.data, device=device, batch_size=args.batch_size,
-                           flip=args.flip, cache_path=cache, score=score)
+                           flip=args.flip, cache_path=cache, score=score, raw_root=args.raw, native_info=native)
         rows[name] = res.table_row()
-        summary[name] = {**res.as_dict(), "source": str(ckpt or name), "score": args.score}
+        summary[name] = {**res.as_dict(), "source": str(ckpt or name), "score": args.score,
+                         **({"input": native["preprocessing"], "fallbacks_to_crops": len(native["fallbacks"])}
+                            if native else {})}
         print(f"{name}: {res.n_pairs} pairs in {res.n_folds} folds: 10-fold accuracy {res.accuracy:.4f} "
               f"+- {res.accuracy_std:.4f}, EER {res.eer:.4f}, ROC-AUC {res.roc_auc:.4f}", flush=True)
     if not rows:
@@ -314,7 +320,7 @@ def _run(args) -> int:
     ev = evaluate_models(sources, split, device=device, fprs=fprs_run,
                          cache_dir=None if args.no_cache else out / "cache", batch_size=args.batch_size,
                          flip=args.flip, resolve=_resolve, metric_device=device, chunk_size=args.chunk_size,
-                         log=print, progress=True)
+                         log=print, progress=True, raw_root=args.raw)
     if not ev.results:
         raise EvalError(f"every model was skipped: {ev.skipped}")
     if args.embeddings:

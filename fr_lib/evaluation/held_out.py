@@ -255,6 +255,31 @@ def embed_held_out(model, meta: dict, split: HeldOutSplit, device: str = "cpu", 
     return HeldOutEmbeddings(q.embeddings, q.labels, d.embeddings, d.labels)
 
 
+def embed_held_out_native(model, meta: dict, split: HeldOutSplit, raw_root, device: str = "cpu",
+                          batch_size: int = 64, progress: bool = True):
+    """A pretrained baseline's held-out embeddings from the SOURCE photos of the split's aligned crops, with the
+    baseline's own preprocessing (fr_lib.embedders.native.embed_photos; images whose source photo is missing or
+    where its detector finds no face use the crop). Returns (HeldOutEmbeddings, fallbacks [(rel path, reason)])."""
+    from fr_lib.embedders.native import embed_photos
+
+    parts, fallbacks = {}, []
+    for kind, samples, index in (("query", split.query, split.index),
+                                 ("distractors", split.distractors, split.distractor_index or split.index)):
+        rels = [rel for rel, _ in samples]
+        labels = np.asarray([label for _, label in samples], np.int64)
+
+        def crop_embed(paths, index=index):
+            return embed_samples(model, meta, index, [(r, 0) for r in paths], device=device, batch_size=batch_size,
+                                 progress=False).embeddings
+
+        res = embed_photos(model, meta, rels, index.root, raw_root, crop_embed, device=device, progress=progress)
+        parts[kind] = (res.embeddings, labels)
+        fallbacks += res.fallbacks
+    (q, ql), (d, dl) = parts["query"], parts["distractors"]
+    return HeldOutEmbeddings(q, ql, d.reshape(len(d), -1) if len(d) else np.zeros((0, q.shape[1]), np.float32),
+                             dl), fallbacks
+
+
 # ------------------------------------------------------------------------------------------------ models
 def run_checkpoint(run_dir, which: str = DEFAULT_CHECKPOINT) -> Path:
     """run_dir/last.pt or run_dir/best.pt."""
@@ -294,7 +319,8 @@ def evaluate_models(sources: Mapping, split: HeldOutSplit | None, baselines: Map
                     device: str = "cpu", fprs=FPRS, cache_dir=None, batch_size: int = 64, flip: bool = False,
                     resolve: Callable | None = None, per_model: Callable | None = None,
                     metric_device: str = "cpu", chunk_size: int | None = 1 << 20,
-                    log: Callable[[str], None] | None = None, progress: bool = True) -> Evaluation:
+                    log: Callable[[str], None] | None = None, progress: bool = True,
+                    raw_root=None) -> Evaluation:
     """Embed ``split``'s held-out images with every model and compute the ID-rate protocol
     (fr_lib.evaluation.metrics.identification_rate, docs/protocol.md) at ``fprs``.
 
@@ -307,7 +333,11 @@ def evaluate_models(sources: Mapping, split: HeldOutSplit | None, baselines: Map
     become skipped rows with the reason in ``notes``; bad input (ValueError, FileNotFoundError) raises.
     per_model(name, model, meta): called after a model is embedded (e.g. to score a pairs file with it).
     Embeddings are cached under cache_dir/<row name>-*.npz when cache_dir is given. ``log`` gets one line per row.
+    raw_root: the folder the split's crops were aligned from (fr align's SRC). A pretrained baseline that declares
+    a native preprocessing (fr_lib.embedders.native: dlib-resnet, facenet-*) is then embedded from the source
+    photos the way it was trained; without raw_root it runs on the crops, and its note says so.
     """
+    from fr_lib.embedders.native import CROPS_NOTE, native_preprocessing
     from fr_lib.evaluation.metrics import identification_rate
 
     resolve = resolve or _resolve
@@ -315,7 +345,7 @@ def evaluate_models(sources: Mapping, split: HeldOutSplit | None, baselines: Map
     ev = Evaluation()
     jobs = [(n, s, False) for n, s in sources.items()] + [(n, s, True) for n, s in (baselines or {}).items()]
     for name, source, is_baseline in jobs:
-        model = None
+        model, native_note = None, None
         if isinstance(source, HeldOutEmbeddings):
             emb, meta = source, {"kind": "embeddings", "image_size": None, "source": None}
         else:
@@ -335,9 +365,20 @@ def evaluate_models(sources: Mapping, split: HeldOutSplit | None, baselines: Map
                     continue
             if split is None:
                 raise ValueError(f"{name}: a model source needs a held-out split to embed")
-            emb = embed_held_out(model, {**meta, "name": name}, split, device=device, batch_size=batch_size,
-                                 flip=flip, cache_dir=cache_dir, cache_name=name if cache_dir else None,
-                                 progress=progress)
+            native = native_preprocessing(meta.get("name") or str(source))
+            if native and raw_root is not None:
+                emb, fallbacks = embed_held_out_native(model, {**meta, "name": meta.get("name") or str(source)},
+                                                       split, raw_root, device=device, batch_size=batch_size,
+                                                       progress=progress)
+                n_images = len(emb.query) + len(emb.distractors)
+                native_note = f"input: {native}" + (f"; {len(fallbacks)} of {n_images} images used the crop "
+                                                    f"(e.g. {fallbacks[0][0]}: {fallbacks[0][1]})"
+                                                    if fallbacks else "")
+            else:
+                emb = embed_held_out(model, {**meta, "name": name}, split, device=device, batch_size=batch_size,
+                                     flip=flip, cache_dir=cache_dir, cache_name=name if cache_dir else None,
+                                     progress=progress)
+                native_note = f"input: {CROPS_NOTE}" if native else None
             if per_model is not None:
                 per_model(name, model, meta)
         try:
@@ -351,7 +392,10 @@ def evaluate_models(sources: Mapping, split: HeldOutSplit | None, baselines: Map
         ev.sources[name] = {"source": None if src is None else str(src), "kind": meta.get("kind"),
                             "image_size": meta.get("image_size")}
         if is_baseline:
-            ev.notes[name] = f"{meta.get('kind')} baseline at {meta.get('image_size')} px"
+            ev.notes[name] = (f"{meta.get('kind')} baseline at {meta.get('image_size')} px"
+                              if not (model is not None and native_note) else f"{meta.get('kind')} baseline")
+        if model is not None and native_note:
+            ev.notes[name] = "; ".join(filter(None, [ev.notes.get(name), native_note]))
         elif ((meta.get("config") or {}).get("loss") or {}).get("name") == "bce":
             ev.notes[name] = ("scored by cosine similarity of the embeddings, not the pair-classifier head "
                               "(that one scores pairs: fr compare / fr eval --pairs --score pair-probability)")

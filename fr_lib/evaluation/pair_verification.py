@@ -116,14 +116,17 @@ def score_pairs(scores, issame, folds) -> PairsResult:
 
 
 def verify_pairs(model, meta: dict, pairs_txt, root, device: str = "cpu", batch_size: int = 64, flip: bool = False,
-                 cache_path=None, progress: bool = True, score=None) -> PairsResult:
+                 cache_path=None, progress: bool = True, score=None, raw_root=None,
+                 native_info: dict | None = None) -> PairsResult:
     """10-fold accuracy, EER and ROC-AUC of ``model`` on an LFW View-2 pairs file whose names resolve under root;
-    ``score`` as in pair_scores (default cosine similarity)."""
+    ``score``, ``raw_root`` and ``native_info`` as in pair_scores (default: cosine similarity of crop
+    embeddings)."""
     from fr_lib.data.lfw_pairs import read_lfw_pairs
 
     pairs = read_lfw_pairs(pairs_txt, root)
     scores = pair_scores(model, meta, pairs, device=device, batch_size=batch_size, flip=flip,
-                         cache_path=cache_path, progress=progress, score=score)
+                         cache_path=cache_path, progress=progress, score=score, raw_root=raw_root,
+                         native_info=native_info)
     return score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
 
 
