@@ -104,7 +104,7 @@ def notebook_overrides(experiment: str, device: str = "auto", data_root=None, ep
 
 # ------------------------------------------------------------------------------------------------ training
 # fields that do not change the trained model: a run differing only there is the same run
-_RUN_INDEPENDENT_KEYS = frozenset({"train.device", "data.num_workers"})
+_RUN_INDEPENDENT_KEYS = frozenset({"train.device", "data.num_workers", "train.val_targets"})   # do not change the weights
 
 
 def run_state(cfg) -> tuple[str, dict | None]:

@@ -73,7 +73,8 @@ def align_photos(photo_root, aligned_root, size: int = 112, device: str = "cpu",
 
 
 # where and how a run executes, not what it trains: may change between a run and its resumption
-_RUN_PLACE_KEYS = frozenset({"train.device", "train.output_dir", "data.num_workers", "data.cache_dir"})
+_RUN_PLACE_KEYS = frozenset({"train.device", "train.output_dir", "data.num_workers", "data.cache_dir",
+                             "train.val_targets"})   # none of them changes the trained weights
 
 
 def train_within_budget(cfg, minutes: float | None, split: HeldOutSplit, resume: bool = True, progress: bool = True,
