@@ -14,8 +14,10 @@ duplicated; ``synchronous=FULL`` keeps a committed record across a crash.
 
 Search is exact: the enrolled embeddings are kept as one (N, D) float32 matrix (re-read only when the database
 changed, detected with ``PRAGMA data_version``) and a query batch is scored with one matrix product, cosine
-similarity = dot product of unit vectors. The best face decides; a similarity at or below the threshold is
-'Unknown' (the ID-rate protocol counts a positive only when s > threshold).
+similarity = dot product of unit vectors. A person enrolled with several photos gets one score from them
+(``aggregation``, fr_lib.recognition.voting: by default the cosine to the centroid of their embeddings, which
+identified best in docs/voters.md; 'max' = the nearest face, 'mean' = the voters' mean); the best person's score
+at or below the threshold is 'Unknown' (the ID-rate protocol counts a positive only when s > threshold).
 """
 from __future__ import annotations
 
@@ -409,15 +411,17 @@ class Gallery:
             raise GalleryError("this gallery was opened without a FacePipeline: photos cannot be embedded")
         return self.pipeline
 
-    def identify(self, image, threshold: float | None = None, policy: str = "all") -> list[Identification]:
-        """Every face of ``image`` (path, PIL image or HxWx3 uint8 array) with the gallery's answer.
+    def identify(self, image, threshold: float | None = None, policy: str = "all",
+                 aggregation: str | None = None) -> list[Identification]:
+        """Every face of ``image`` (path, PIL image or HxWx3 uint8 array) with the gallery's answer (``aggregation``
+        as in search).
 
         ``policy`` as in FacePipeline.embed_faces ('all', 'largest', 'single', 'aligned'). No face -> [].
         """
         faces = self._need_pipeline().embed_faces(image, policy=policy)
         if not faces:
             return []
-        matches = self.search(np.stack([f.embedding for f in faces]), threshold)
+        matches = self.search(np.stack([f.embedding for f in faces]), threshold, aggregation)
         return [Identification(f.box, f.landmarks, f.prob, m.person_id, m.name, m.similarity)
                 for f, m in zip(faces, matches)]
 

@@ -69,7 +69,7 @@ def test_compare_cli_at_the_stored_threshold(runs, synth_root, capsys):
 
 def test_identify_held_out_and_unknown(runs, synth_root, tmp_path):
     pipeline = FacePipeline.from_experiment(runs["checkpoint"])
-    gallery = Gallery(tmp_path / "g.sqlite", pipeline, threshold=runs["threshold"])
+    gallery = Gallery(tmp_path / "g.sqlite", pipeline, threshold=runs["threshold"], aggregation="max")
     enrolled, never = runs["ids"][:N_ENROLLED], runs["ids"][N_ENROLLED:]
     for identity in enrolled:
         gallery.add_person(identity, f"Person {identity}", pipeline.embed_crops(
