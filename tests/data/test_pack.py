@@ -317,3 +317,11 @@ def test_identity_records_split_by_the_magic_and_bad_ones(tmp_path):
     build(tmp_path / "bad", 7.0)
     with pytest.raises(ValueError, match="identity record 5 has 0 label"):
         scan_folder(tmp_path / "bad")
+
+
+def test_repacking_a_pack_is_byte_identical(pack_root, tmp_path, capsys):
+    write_pack(scan_folder(pack_root), tmp_path / "again", progress=False)
+    for name in ("train.rec", "train.idx", "property"):
+        assert (tmp_path / "again" / name).read_bytes() == (pack_root / name).read_bytes()
+    assert main(["data", "pack", str(pack_root), str(pack_root)]) == 2
+    assert "is SRC" in capsys.readouterr().err
