@@ -241,7 +241,7 @@ def scan_pack(root, min_images_per_identity: int = 1, max_images_per_identity: i
                                     f"the image records 1..{a - 1}")
             keys = np.arange(start, end)
             missing = keys[~present[start:end]]
-            skipped.extend((_sample_name(name, int(m)), f"record key not in {IDX}") for m in missing[:1000].tolist())
+            skipped.extend((_sample_name(name, int(m)), f"record key not in {IDX}") for m in missing.tolist())
             groups.append((name, keys[present[start:end]]))
     else:
         layout = "im2rec"
@@ -280,11 +280,17 @@ def scan_pack(root, min_images_per_identity: int = 1, max_images_per_identity: i
     return PackIndex(root, samples, classes, skipped, excluded, layout=layout, property=prop, images=images)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, None when PIL cannot tell."""
+    import io
 
-    with Image.open(path) as im:
-        return im.size
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def write_pack(index: FolderIndex, dst, progress: bool = True) -> dict:
@@ -293,7 +299,8 @@ def write_pack(index: FolderIndex, dst, progress: bool = True) -> dict:
 
     Records: 0 = header (label [n + 1, n + 1 + C]); 1..n = images in sample order, label = class (float), id =
     key; n + 1 .. n + C = one per identity, label = [start, end) of its keys. Image bytes are stored as they are in
-    the files (JPEG stays JPEG: no re-encoding loss). ``property`` gets the size of the first image. Returns
+    the files (JPEG stays JPEG: no re-encoding loss). ``property`` gets the most common size among the first and
+    every 97th image (``sizes_differ`` when they are not all the same). Returns
     {'root', 'images', 'identities', 'size', 'sizes_differ'}.
     """
     dst = Path(dst)
@@ -318,10 +325,11 @@ def write_pack(index: FolderIndex, dst, progress: bool = True) -> dict:
                 if source is not None:
                     data = source.read_bytes(_key_of(rel))
                 else:
-                    path = Path(index.root) / rel
-                    data = path.read_bytes()
-                    if key == 1 or key % 97 == 0:   # image sizes of a sample of the files, for property
-                        sizes[_image_size(path)] += 1
+                    data = (Path(index.root) / rel).read_bytes()
+                if key == 1 or key % 97 == 0:   # image sizes of a sample of the images, for property
+                    size = _image_size(data)
+                    if size is not None:
+                        sizes[size] += 1
                 w.write(key, pack_payload(IRHeader(0, float(label), key, 0), data))
                 key += 1
                 bar and bar.update(1)
@@ -329,13 +337,8 @@ def write_pack(index: FolderIndex, dst, progress: bool = True) -> dict:
         for label, (start, end) in enumerate(ranges):
             w.write(n + 1 + label, pack_payload(IRHeader(0, [start, end], n + 1 + label, 0)))
     bar and bar.close()
-    if source is not None and source.root != dst and read_property(source.root):
-        size = read_property(source.root)[1:]
-    elif sizes:
-        w_, h_ = sizes.most_common(1)[0][0]
-        size = (h_, w_)
-    else:
-        size = (0, 0)
+    width, height = sizes.most_common(1)[0][0] if sizes else (0, 0)
+    size = (height, width)   # property's order
     atomic_write(dst / PROPERTY, f"{len(by_label)},{size[0]},{size[1]}\n")
     return {"root": dst, "images": n, "identities": len(by_label), "size": size, "sizes_differ": len(sizes) > 1}
 
