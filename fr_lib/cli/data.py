@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     t.add_argument("--min-images", type=int, default=1, help="identity filter: minimum images per identity")
     t.add_argument("--no-cache", action="store_true", help="rescan instead of using the on-disk index cache")
     t.add_argument("--max-skipped", type=int, default=100, help="list at most this many skipped files (default 100)")
+    t.add_argument("--verify", action="store_true",
+                   help="for a pack: decode every image record once and list those that do not decode (a folder "
+                        "scan always does this)")
     t.set_defaults(func=stats_command)
 
     k = sub.add_parser("pack", help="write an identity folder as an insightface RecordIO pack",
@@ -186,7 +189,15 @@ def stats_command(args: argparse.Namespace) -> int:
     print("\n".join(text_histogram(counts.tolist())))
     if index.excluded_identities:
         print(f"excluded identities: {len(index.excluded_identities)} (below --min-images {args.min_images})")
-    _print_skipped(index.skipped, args.max_skipped)
+    skipped = list(index.skipped)
+    if isinstance(index, PackIndex):
+        if args.verify:
+            from fr_lib.data.pack import verify_pack
+
+            skipped += verify_pack(index, progress=True)
+        else:
+            print("image records not decoded (--verify decodes each once; training skips bad ones and reports them)")
+    _print_skipped(skipped, args.max_skipped)
     return 0
 
 

@@ -109,7 +109,7 @@ def _decode(source, name, draft_size) -> Image.Image:
         raise ImageLoadError(name, "file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         msg = str(e).split("\n")[0]
-        if "truncated" in msg:
+        if "truncated" in msg.lower():   # PIL says "image file is truncated" or "Truncated File Read"
             reason = "truncated image"
         else:
             reason = f"corrupt image ({type(e).__name__}: {msg})"

@@ -325,3 +325,19 @@ def test_repacking_a_pack_is_byte_identical(pack_root, tmp_path, capsys):
         assert (tmp_path / "again" / name).read_bytes() == (pack_root / name).read_bytes()
     assert main(["data", "pack", str(pack_root), str(pack_root)]) == 2
     assert "is SRC" in capsys.readouterr().err
+
+
+def test_stats_verify_lists_records_that_do_not_decode(tmp_path, capsys):
+    with IndexedRecordWriter(tmp_path / "train.rec") as w:
+        w.write(0, pack_payload(IRHeader(0, [4, 5])))
+        w.write(1, pack_payload(IRHeader(0, 0.0, 1, 0), _jpeg(1)))
+        w.write(2, pack_payload(IRHeader(0, 0.0, 2, 0), _jpeg(2)[:40]))       # cut-off JPEG
+        w.write(3, pack_payload(IRHeader(0, 0.0, 3, 0), b""))                 # no image bytes
+        w.write(4, pack_payload(IRHeader(0, [1, 4])))
+    assert main(["data", "stats", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "images: 3" in out and "skipped: 0" in out and "--verify decodes" in out
+    assert main(["data", "stats", str(tmp_path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: 2" in out and "00000/00000002.jpg: truncated image" in out
+    assert "00000/00000003.jpg: empty image (0 bytes)" in out
