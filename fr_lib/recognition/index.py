@@ -14,15 +14,15 @@ the SQLite commit and the index update therefore loses nothing: the next open (o
 process) rebuilds or updates the index from the committed rows.
 
 Index kinds (``kind``): 'ivf' (IndexIVFFlat, inner product = cosine on unit vectors; ``nlist`` ~ 2 sqrt(N)
-k-means cells trained on a sample, ``nprobe`` cells scanned per query; it stores full vectors, so the similarity it
-returns is exact for the face it finds), 'hnsw' (IndexHNSWFlat, M=32; deletions rebuild it) and 'flat' (exact
+k-means cells trained on a sample, ``nprobe`` (default 16) cells scanned per query; it stores full vectors, so
+the similarity it returns is exact for the face it finds), 'hnsw' (IndexHNSWFlat, M=32; deletions rebuild it) and 'flat' (exact
 FAISS search, the reference). Below ``min_train`` faces an 'ivf' gallery searches exactly (flat) until it is large
 enough to train, and it retrains when it has grown 4x since the last training. benchmarks/gallery.py measures the
 kinds against exact search (latency, build time, memory, recall@1, open-set decision agreement) at 10^5 and 10^6
 faces; EXACT_BELOW is where the measured IVF search becomes faster than Gallery's exact one.
 
-Only the 'max' aggregation (the best face decides, the default) is approximate; 'mean' and 'centroid' need every
-face of each person and fall back to Gallery's exact search.
+Only the 'max' aggregation (the best face decides, IndexedGallery's default) is approximate; 'mean' and 'centroid'
+(Gallery's default) need every face of each person and fall back to Gallery's exact search.
 """
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ import numpy as np
 from fr_lib.recognition.gallery import UNKNOWN, Gallery, Match
 
 KINDS = ("ivf", "hnsw", "flat")
-EXACT_BELOW = 50_000      # faces; measured crossover, benchmarks/gallery.py (docs/deployment.md)
-DEFAULT_NPROBE = 32
+# measured (benchmarks/gallery.py, docs/deployment.md): at 20k faces exact search took 0.4x the time of IVF, at
+# 100k IVF nprobe=16 took a tenth of exact's; nprobe=16 gave recall@1 = 1.000 at 10^5 and 10^6 faces (8: 0.998)
+EXACT_BELOW = 50_000      # faces
+DEFAULT_NPROBE = 16
 _READ_CHUNK = 50_000      # rows per SQLite read when (re)building
 
 
@@ -85,6 +87,8 @@ class IndexedGallery(Gallery):
         self._synced = None                    # (data_version, own_version) the index reflects
         self._trained_at = 0
         self._index_lock = threading.RLock()
+        # the index answers the nearest face: 'max' unless asked (Gallery's own default, 'centroid', is exact)
+        kwargs.setdefault("aggregation", "max")
         super().__init__(path, pipeline, **kwargs)
         self.rebuild()
 
