@@ -126,7 +126,9 @@ def run_cli(handler, args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare the faces of two photos (cosine similarity, SAME/DIFFERENT)",
                               description="Detect and align the face in each photo, embed both with a trained "
-                                          "model and print their cosine similarity, the threshold and the verdict.")
+                                          "model and print their cosine similarity, the threshold and the verdict. "
+                                          "With a folder of one person's photos as IMG2, every photo votes: each "
+                                          "one's score is printed, then the aggregate (--aggregation) decides.")
     from fr_lib.recognition.voting import AGGREGATIONS, DEFAULT_AGGREGATION
 
     p.add_argument("image1", type=Path, metavar="IMG1")
