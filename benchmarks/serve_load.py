@@ -111,16 +111,17 @@ def main(argv=None) -> int:
         env = {**os.environ, "FR_API_TOKEN": TOKEN}
         env.pop("FR_API_READ_TOKEN", None)
         fr = Path(sys.executable).with_name("fr")
+        log = open(tmp / "server.log", "w")   # a file, not a pipe: an unread pipe fills and blocks the server
         server = subprocess.Popen([str(fr), "serve", "--model", str(model), "--threshold", "0.5", "--db", str(db),
                                    "--port", str(port), "--index", args.index, "--device", "cpu"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {TOKEN}"}
         try:
             deadline = time.monotonic() + 600
             while True:
                 if server.poll() is not None:
-                    print(server.stdout.read())
+                    print((tmp / "server.log").read_text()[-3000:])
                     raise SystemExit("fr serve exited before answering")
                 try:
                     if httpx.get(url + "/health", timeout=2).status_code == 200:
@@ -223,6 +224,7 @@ def main(argv=None) -> int:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+            log.close()
 
     done = len(lat["match"]) + len(lat["enroll"])
     ms = {k: (1000 * _percentile(v, 50), 1000 * _percentile(v, 99)) for k, v in lat.items()}
