@@ -47,7 +47,7 @@ def export_command(args) -> int:
     except ExportError as e:  # an operator the exporter lacks, or the runtimes disagree
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ImportError as e:
+    except (ImportError, ValueError) as e:  # the onnx extra missing; a bad checkpoint or threshold.json
         raise CliError(str(e)) from e
     print(report.summary() if not args.no_check else f"wrote {report.path} ({report.format}), not checked")
     c = report.contract
