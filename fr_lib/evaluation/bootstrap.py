@@ -48,8 +48,8 @@ from fr_lib.evaluation.metrics.idrate import (
     _BlockMaker,
     _tasks,
     _to_device,
+    check_embeddings,
     check_fprs,
-    l2_normalise,
 )
 
 
@@ -110,19 +110,7 @@ class IdentityPairs:
 
     def __init__(self, query_emb, query_labels, distractor_emb=None, distractor_labels=None,
                  chunk_size: int | None = 1 << 20, max_negatives: int = 10 ** 8):
-        q = l2_normalise(query_emb, "query embeddings")
-        labels = np.asarray(query_labels)
-        if q.shape[0] == 0:
-            raise ValueError("query set is empty")
-        if labels.shape != (q.shape[0],):
-            raise ValueError(f"query_labels shape {labels.shape} does not match {q.shape[0]} query embeddings")
-        if distractor_emb is None:
-            distractor_emb = np.zeros((0, q.shape[1]), np.float32)
-        d_raw = np.asarray(distractor_emb)
-        if d_raw.ndim != 2 or d_raw.shape[1] != q.shape[1]:
-            raise ValueError(f"dimension mismatch: query embeddings are {q.shape}, distractor embeddings "
-                             f"{d_raw.shape}")
-        d = l2_normalise(d_raw, "distractor embeddings") if d_raw.shape[0] else d_raw.astype(np.float32)
+        q, labels, d = check_embeddings(query_emb, query_labels, distractor_emb)
         nq, nd = q.shape[0], d.shape[0]
         if distractor_labels is None:
             d_units = np.arange(nd)

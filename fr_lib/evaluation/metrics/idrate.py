@@ -353,6 +353,24 @@ def _sample_negatives(q, labels, d, n_qq_neg, size, rng, n_blocks=64) -> np.ndar
     return np.concatenate(out).astype(np.float32)
 
 
+def check_embeddings(query_emb, query_labels, distractor_emb=None):
+    """Validated inputs of the protocol: (q (Nq, D) unit float32, labels (Nq,), d (Nd, D) unit float32; Nd may be
+    0). Raises ValueError on an empty query set, mismatched shapes or dimensions, NaN/inf or zero rows."""
+    q = l2_normalise(query_emb, "query embeddings")
+    labels = np.asarray(query_labels)
+    if q.shape[0] == 0:
+        raise ValueError("query set is empty")
+    if labels.shape != (q.shape[0],):
+        raise ValueError(f"query_labels shape {labels.shape} does not match {q.shape[0]} query embeddings")
+    if distractor_emb is None:
+        distractor_emb = np.zeros((0, q.shape[1]), np.float32)
+    d_raw = np.asarray(distractor_emb)
+    if d_raw.ndim != 2 or d_raw.shape[1] != q.shape[1]:
+        raise ValueError(f"dimension mismatch: query embeddings are {q.shape}, distractor embeddings {d_raw.shape}")
+    d = l2_normalise(d_raw, "distractor embeddings") if d_raw.shape[0] else d_raw.astype(np.float32)
+    return q, labels, d
+
+
 def identification_rate(
     query_emb: np.ndarray,
     query_labels: np.ndarray,
@@ -380,18 +398,7 @@ def identification_rate(
     Returns IDRateResult; raises ValueError on empty/ill-formed input, NaN/inf, no positive or negative pairs.
     """
     fprs = check_fprs(fprs)
-    q = l2_normalise(query_emb, "query embeddings")
-    labels = np.asarray(query_labels)
-    if q.shape[0] == 0:
-        raise ValueError("query set is empty")
-    if labels.shape != (q.shape[0],):
-        raise ValueError(f"query_labels shape {labels.shape} does not match {q.shape[0]} query embeddings")
-    if distractor_emb is None:
-        distractor_emb = np.zeros((0, q.shape[1]), np.float32)
-    d_raw = np.asarray(distractor_emb)
-    if d_raw.ndim != 2 or d_raw.shape[1] != q.shape[1]:
-        raise ValueError(f"dimension mismatch: query embeddings are {q.shape}, distractor embeddings {d_raw.shape}")
-    d = l2_normalise(d_raw, "distractor embeddings") if d_raw.shape[0] else d_raw.astype(np.float32)
+    q, labels, d = check_embeddings(query_emb, query_labels, distractor_emb)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
 
