@@ -54,7 +54,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from fr_lib.io import safe_filename, save_figure, write_json
+from fr_lib.io import atomic_write, safe_filename, save_figure, write_json
 
 FPRS = (0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)   # the published table's columns
 DEFAULT_CHECKPOINT = "last"                          # see the module docstring for why
@@ -464,6 +464,11 @@ def write_report(out_dir, results: dict, embeddings: dict, notes: dict | None = 
 
     intervals, no_interval = (bootstrap_intervals(results, embeddings, bootstrap, seed) if bootstrap else ({}, {}))
     paths = {f"table.{k}": v for k, v in write_table(comparison_table(results, intervals), out).items()}
+    inputs = {name: note.split("input: ", 1)[1] for name, note in (notes or {}).items()
+              if name in results and isinstance(note, str) and "input: " in note}
+    if inputs:   # which preprocessing each pretrained baseline got (fr_lib.embedders.native), under the table
+        md = paths["table.md"].read_text(encoding="utf-8")
+        atomic_write(paths["table.md"], md + "\n" + "".join(f"- {name}: {text}\n" for name, text in inputs.items()))
     no_interval = {f"{name} (intervals)": why for name, why in no_interval.items()}   # beside the row's own note
     doc = results_json(results, embeddings, {**(notes or {}), **no_interval}, training, sources, split)
     for name, row in doc["models"].items():

@@ -53,3 +53,7 @@ def test_dlib_row_from_source_photos_and_crop_note(tmp_path):
                               np.stack([own[r] for r, _ in distractors]))
     np.testing.assert_allclose(native.results["dlib"].tprs, ref.tprs)
     assert not np.allclose(crops.embeddings["dlib"].query, e.query, atol=1e-3)
+
+    from fr_lib.evaluation.held_out import write_report
+    paths = write_report(tmp_path / "report", native.results, native.embeddings, native.notes, bootstrap=0)
+    assert f"- dlib: {NATIVE_PREPROCESSING['dlib-resnet']}" in paths["table.md"].read_text()
