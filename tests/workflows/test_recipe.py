@@ -1,4 +1,4 @@
-"""fr_lib.workflows.recipe / fr recipe and fr_lib.evaluation.pair_verification on the synthetic identity folders (never /work/shared)."""
+"""fr_lib.workflows.recipe / fr recipe and fr_lib.evaluation.pair_verification on the synthetic identity folders (never the real photos of the build machine)."""
 from __future__ import annotations
 
 import json
