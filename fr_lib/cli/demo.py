@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                    help="default: demo on a CPU, full with CUDA")
     p.add_argument("--data", metavar="ROOT", help="train and evaluate on ROOT/<identity>/<image> instead of the "
                                                   "synthetic dataset")
+    p.add_argument("--raw", metavar="RAW_ROOT", help="with --data: the photos ROOT was aligned from; pretrained "
+                                                     "baselines then get their own preprocessing from them")
     p.add_argument("--out", metavar="DIR", help="where tables and figures go (default: id_rate/)")
     p.add_argument("--runs", metavar="DIR", help="run folders DIR/<experiment> (default: runs/<experiment>)")
     p.add_argument("--experiments", metavar="A,B", default=",".join(MATRIX),
@@ -137,7 +139,8 @@ def _run(args) -> int:
     ev, paths = demo.evaluate_and_report(
         rows, split, baselines, trained_sizes, out, device=device,
         cache_dir=Path(args.runs or config.RUNS_DIR) / ".eval-cache",   # embeddings keyed by weights + data
-        training=training, checkpoint=args.checkpoint, progress=progress, log=lambda m: print(f"  {m}"))
+        training=training, checkpoint=args.checkpoint, progress=progress, log=lambda m: print(f"  {m}"),
+        raw_root=args.raw)
     results = ev.results
     atomic_write(out / "training.md", demo.training_table(training))
 

@@ -232,12 +232,13 @@ def find_runs(runs_dir, experiments, checkpoint: str = DEFAULT_CHECKPOINT) -> tu
 
 def evaluate_and_report(trained: dict, split, baselines, trained_sizes: dict, out_dir, device: str = "cpu",
                         cache_dir=None, training: dict | None = None, checkpoint: str = DEFAULT_CHECKPOINT,
-                        progress: bool = True, log=print):
+                        progress: bool = True, log=print, raw_root=None):
     """The demo's evaluation: trained {row: checkpoint path} beside ``baselines`` (keys of BASELINE_NAMES, random
     weights at the trained input size) on ``split`` (fr_lib.evaluation.held_out.evaluate_models), then every
-    artefact under out_dir (write_report). Returns (Evaluation, {artefact: path})."""
+    artefact under out_dir (write_report). raw_root: the photos the split's crops were aligned from (pretrained
+    baselines then get their own preprocessing, evaluate_models). Returns (Evaluation, {artefact: path})."""
     ev = evaluate_models(trained, split, baseline_sources(baselines, trained_sizes), device=device,
-                         cache_dir=cache_dir, log=log, progress=progress)
+                         cache_dir=cache_dir, log=log, progress=progress, raw_root=raw_root)
     notes = {"evaluated checkpoint": checkpoint, **ev.notes}
     paths = write_report(out_dir, ev.results, ev.embeddings, notes, training=training, sources=ev.sources,
                          split=split)
