@@ -135,6 +135,19 @@ def insightface_keys(state: dict) -> dict:
     return out
 
 
+def load_pretrained_file(model: EmbeddingModel, name: str, pretrained, convert) -> None:
+    """``pretrained`` of an arcface_torch backbone: None/False (random init) or a local state-dict file, loaded by
+    load_insightface_state; anything else raises ValueError."""
+    if pretrained in (None, False):
+        return
+    from models_definition.backbones import _is_file
+
+    if not _is_file(pretrained):
+        raise ValueError(f"{name}: pretrained must be None or an existing arcface_torch state-dict file "
+                         f"(e.g. insightface's backbone.pth), got {pretrained!r}")
+    load_insightface_state(model, pretrained, convert)
+
+
 def load_insightface_state(model: EmbeddingModel, path, convert) -> None:
     """Load a local arcface_torch state-dict file (``backbone.pth`` of its model zoo) into ``model``; tensors only
     (weights_only=True), so a downloaded file cannot run code. A file already in this package's layout (a
@@ -171,11 +184,5 @@ def build_iresnet(depth: int, embedding_size: int = 512, pretrained=None, dropou
     trunk = IResNetTrunk(IRESNET_LAYERS[depth], image_size, name)
     model = EmbeddingModel(trunk, arcface_head(trunk.num_features, embedding_size, dropout, bias=True),
                            backbone_name=name, normalization="arcface", default_image_size=image_size)
-    if pretrained not in (None, False):
-        from models_definition.backbones import _is_file
-
-        if not _is_file(pretrained):
-            raise ValueError(f"{name}: pretrained must be None or an existing arcface_torch state-dict file "
-                             f"(e.g. insightface's backbone.pth), got {pretrained!r}")
-        load_insightface_state(model, pretrained, insightface_keys)
+    load_pretrained_file(model, name, pretrained, insightface_keys)
     return model

@@ -21,7 +21,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models_definition.iresnet import ARCFACE_IMAGE_SIZE, check_image_size, check_input, feature_side
+from models_definition.iresnet import (
+    ARCFACE_IMAGE_SIZE,
+    check_image_size,
+    check_input,
+    feature_side,
+    load_pretrained_file,
+)
 from models_definition.neck import EmbeddingModel, EmbeddingNeck
 
 MBF_BLOCKS = (1, 4, 6, 2)
@@ -125,19 +131,11 @@ def build_mobilefacenet(embedding_size: int = 512, pretrained=None, dropout: flo
                         image_size: int | None = None) -> EmbeddingModel:
     """MobileFaceNet: (B, 3, S, S) images standardised to [-1, 1] ('arcface' normalisation) -> L2-normalised
     (B, embedding_size); S = image_size (default 112 px). pretrained: None or a local arcface_torch state dict."""
-    from models_definition.iresnet import load_insightface_state
-
     image_size = check_image_size("mobilefacenet", ARCFACE_IMAGE_SIZE if image_size is None else image_size)
     trunk = MobileFaceNetTrunk(image_size)
     neck = EmbeddingNeck(trunk.num_features, embedding_size, dropout)
     nn.init.kaiming_normal_(neck.linear.weight, mode="fan_out", nonlinearity="relu")
     model = EmbeddingModel(trunk, neck, backbone_name="mobilefacenet", normalization="arcface",
                            default_image_size=image_size)
-    if pretrained not in (None, False):
-        from models_definition.backbones import _is_file
-
-        if not _is_file(pretrained):
-            raise ValueError(f"mobilefacenet: pretrained must be None or an existing arcface_torch state-dict "
-                             f"file, got {pretrained!r}")
-        load_insightface_state(model, pretrained, insightface_keys)
+    load_pretrained_file(model, "mobilefacenet", pretrained, insightface_keys)
     return model

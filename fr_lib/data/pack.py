@@ -28,7 +28,7 @@ import numpy as np
 from fr_lib.data.images import ImageLoadError, decode_rgb
 from fr_lib.data.recordio import (IR_SIZE, LENGTH_MASK, MAGIC, IndexedRecordReader, IndexedRecordWriter, IRHeader,
                                   RecordIOError, pack_payload, unpack_payload)
-from fr_lib.data.scan import FolderIndex
+from fr_lib.data.scan import FolderIndex, identity_filter
 from fr_lib.io import atomic_write
 
 REC, IDX, PROPERTY = "train.rec", "train.idx", "property"
@@ -260,11 +260,9 @@ def scan_pack(root, min_images_per_identity: int = 1, max_images_per_identity: i
         if keys.size == 0:
             skipped.append((f"{name}/", "empty identity (no image records)"))
             continue
-        if keys.size < min_images_per_identity:
-            excluded.append((name, f"{keys.size} images < min_images_per_identity={min_images_per_identity}"))
-            continue
-        if max_identities is not None and len(classes) >= max_identities:
-            excluded.append((name, f"beyond max_identities={max_identities}"))
+        why = identity_filter(int(keys.size), len(classes), min_images_per_identity, max_identities)
+        if why:
+            excluded.append((name, why))
             continue
         label = len(classes)
         classes.append(name)

@@ -178,6 +178,16 @@ def scan_identities(root, use_cache: bool = True, cache_dir=None, verify: bool =
     return {n: dirs[n] for n in folders}, root_skips
 
 
+def identity_filter(n_images: int, n_kept: int, min_images_per_identity: int, max_identities: int | None):
+    """Why an identity with ``n_images`` usable images is left out when ``n_kept`` identities are already kept, or
+    None to keep it: the one identity filter of folders and packs (fr_lib.data.pack.scan_pack)."""
+    if n_images < min_images_per_identity:
+        return f"{n_images} images < min_images_per_identity={min_images_per_identity}"
+    if max_identities is not None and n_kept >= max_identities:
+        return f"beyond max_identities={max_identities}"
+    return None
+
+
 def scan_folder(root, min_images_per_identity: int = 1, max_images_per_identity: int | None = None,
                 max_identities: int | None = None, use_cache: bool = True, cache_dir=None, verify: bool = True,
                 workers: int | None = None, progress: bool = False) -> FolderIndex:
@@ -212,11 +222,9 @@ def scan_folder(root, min_images_per_identity: int = 1, max_images_per_identity:
         if not usable:
             skipped.append((f"{identity}/", "empty identity folder (no usable images)"))
             continue
-        if len(usable) < min_images_per_identity:
-            excluded.append((identity, f"{len(usable)} images < min_images_per_identity={min_images_per_identity}"))
-            continue
-        if max_identities is not None and len(classes) >= max_identities:
-            excluded.append((identity, f"beyond max_identities={max_identities}"))
+        why = identity_filter(len(usable), len(classes), min_images_per_identity, max_identities)
+        if why:
+            excluded.append((identity, why))
             continue
         label = len(classes)
         classes.append(identity)
