@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of every experiment, e.g. --set optim.lr=0.001, or of one: "
                         "--set arcface-efficientnet:loss.margin=0.3 (repeatable)")
+    p.add_argument("--flip", action="store_true",
+                   help="flip test at evaluation: each embedding is the mean of the crop's and its mirror's "
+                        "(insightface's protocol; pretrained baselines with their own preprocessing are unchanged)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=recipe_command)
 
@@ -124,5 +127,5 @@ def recipe_command(args: argparse.Namespace) -> int:
         run_recipe, args.photo_root, cfgs, args.minutes, args.out, work, device=args.device, baselines=baselines,
         aligned_root=args.aligned, align_max_side=args.align_max_side, skip_align=args.already_aligned,
         checkpoint=args.checkpoint, pairs_per_fold=args.pairs_per_fold, max_epochs=args.max_epochs,
-        progress=not args.no_progress, epochs=args.epochs, error_context={"command": "recipe"})
+        progress=not args.no_progress, epochs=args.epochs, flip=args.flip, error_context={"command": "recipe"})
     return failed or 0

@@ -130,7 +130,7 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
                baselines=DEFAULT_BASELINES, fprs=FPRS, aligned_root=None, align_size: int = 112,
                align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = DEFAULT_CHECKPOINT,
                pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None,
-               progress: bool = True, epochs: int | None = None) -> dict:
+               progress: bool = True, epochs: int | None = None, flip: bool = False) -> dict:
     """Run the whole recipe; returns a summary dict (also written to out_dir/summary.json).
 
     experiments: {name: experiment config}; their data section must agree on the split (the recipe sets the
@@ -142,6 +142,8 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
         be built here (dlib not installed, weights not downloadable) gets a visible 'skipped' entry.
     checkpoint: 'last' (default, fr_lib.evaluation.held_out.DEFAULT_CHECKPOINT) or 'best' is evaluated.
     skip_align: photo_root already holds aligned crops (used as the data root as it is).
+    flip: the flip test: every trained model's and random baseline's embedding of a crop is the mean of the crop's
+        and its mirror's (insightface's evaluation; pretrained baselines with their own preprocessing keep it).
 
     Writes to out_dir: table.{md,csv,html} (TPR@FPR + ROC-AUC on the held-out identities) and results.json
     (fr_lib.evaluation.held_out.write_report), verification.{md,csv}
@@ -168,6 +170,7 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict = {"photo_root": str(photo_root), "minutes_per_experiment": minutes, "device": device,
+                     "flip_test": bool(flip),
                      "experiments": {}, "baselines": {}, "skipped": {}}
     t_start = time.perf_counter()
 
@@ -226,8 +229,9 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
     verification = {}
 
     def score_pairs_file(name, model, meta):
-        scores = pair_scores(model, {**meta, "name": meta.get("name") or name}, pairs, device=device,
-                             cache_path=cache / f"{safe_filename(name)}-pairs.npz", progress=progress,
+        scores = pair_scores(model, {**meta, "name": meta.get("name") or name}, pairs, device=device, flip=flip,
+                             cache_path=cache / f"{safe_filename(name)}-pairs{'-flip' if flip else ''}.npz",
+                             progress=progress,
                              raw_root=photo_root)
         verification[name] = v = score_pairs(scores, [p.issame for p in pairs], [p.fold for p in pairs])
         print(f"{name}: pairs: 10-fold accuracy {v.accuracy:.4f} +- {v.accuracy_std:.4f}, EER {v.eer:.4f}",
@@ -235,7 +239,8 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
 
     trained = {name: run_checkpoint(cfgs[name].output_dir, checkpoint) for name in summary["experiments"]}
     ev = evaluate_models(trained, split, {name: name for name in baselines}, device=device, fprs=fprs,
-                         cache_dir=cache, per_model=score_pairs_file, log=lambda m: print(m, flush=True),
+                         cache_dir=cache, flip=flip, per_model=score_pairs_file,
+                         log=lambda m: print(m, flush=True),
                          progress=progress, raw_root=photo_root)
     summary["skipped"] = ev.skipped
     if not ev.results:

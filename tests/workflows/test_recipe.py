@@ -155,6 +155,21 @@ def test_run_recipe_end_to_end(synth_root, tmp_path, monkeypatch):
     assert fixed["epochs"] == 2 and fixed["budget_s"] is None
     assert torch.load(tmp_path / "fixed" / "last.pt", weights_only=True)["epoch"] == 2
 
+    # the flip test: the same finished run evaluated again, now on the mean of each crop's and its mirror's
+    # embedding, in the table and in the pairs verification
+    flipped = run_recipe(synth_root, cfgs, minutes=0.01, out_dir=tmp_path / "out-flip", work_dir=work,
+                         device="cpu", baselines=(), skip_align=True, pairs_folds=4, pairs_per_fold=10,
+                         max_epochs=1, progress=False, flip=True)
+    assert last.stat().st_mtime_ns == mtime and flipped["flip_test"] and not summary["flip_test"]
+    emb_f = embed_held_out(model, meta, split, flip=True, progress=False)
+    assert not np.allclose(emb_f.query, emb.query)
+    r_f = identification_rate(emb_f.query, emb_f.query_labels, emb_f.distractors)
+    got_f = flipped["experiments"]["ce-efficientnet"]["eval"]
+    assert got_f["roc_auc"] == pytest.approx(r_f.roc_auc) and got_f["roc_auc"] != pytest.approx(r.roc_auc)
+    pairs = read_lfw_pairs(tmp_path / "out-flip" / "pairs.txt", synth_root)
+    v = verify_pairs(model, meta, tmp_path / "out-flip" / "pairs.txt", synth_root, flip=True, progress=False)
+    assert got_f["pairs"]["accuracy"] == pytest.approx(v.accuracy) and len(pairs) == 80
+
 
 def test_recipe_rejects_configs_that_split_differently(synth_root, tmp_path):
     cfgs = {"a": _tiny_cfg("ce-efficientnet"),
