@@ -175,6 +175,37 @@ def test_serve_with_onnx_pipeline_answers_match(exported):
     assert r.json()["similarity"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_fr_serve_cli_with_model_onnx_answers_match(exported, tmp_path, monkeypatch, capsys):
+    """`fr serve --model model.onnx`: the command as a user types it (uvicorn replaced by a capture of the app);
+    the threshold comes from the model's metadata, /match finds the enrolled astronaut and rejects a stranger."""
+    from fastapi.testclient import TestClient
+    from _recognition_utils import png_base64
+
+    import fr_lib.recognition.serve as serve_module
+    from fr_lib.cli import main
+
+    _, onnx_path, _ = exported
+    served = []
+    monkeypatch.setattr(serve_module, "run_server", lambda app, **kw: served.append(app))
+    token = "s" * 24
+    monkeypatch.setenv("FR_API_TOKEN", token)
+    monkeypatch.delenv("FR_API_READ_TOKEN", raising=False)
+    assert main(["serve", "--model", str(onnx_path), "--db", str(tmp_path / "g.sqlite"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold 0.5000" in out and "model.onnx" in out
+    faces = verification_faces(IMAGE_SIZE, num_synthetic=2)
+    headers = {"Authorization": f"Bearer {token}"}
+    client = TestClient(served[0])
+    r = client.post("/people/eileen", json={"name": "Eileen", "image": png_base64(faces["astronaut"][0]),
+                                            "aligned": True}, headers=headers)
+    assert r.status_code == 201, r.text
+    r = client.post("/match", json={"image": png_base64(faces["astronaut"][0]), "aligned": True}, headers=headers)
+    assert r.status_code == 200 and r.json()["match"]["person_id"] == "eileen", r.text
+    assert r.json()["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert client.post("/match", json={"image": png_base64(faces["astronaut"][0]), "aligned": True}).status_code \
+        == 401
+
+
 def test_errors_name_the_fix(tmp_path):
     import onnx
     from onnx import TensorProto, helper
