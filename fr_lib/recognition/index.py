@@ -21,8 +21,10 @@ enough to train, and it retrains when it has grown 4x since the last training. b
 kinds against exact search (latency, build time, memory, recall@1, open-set decision agreement) at 10^5 and 10^6
 faces; EXACT_BELOW is where the measured IVF search becomes faster than Gallery's exact one.
 
-Only the 'max' aggregation (the best face decides, IndexedGallery's default) is approximate; 'mean' and 'centroid'
-(Gallery's default) need every face of each person and fall back to Gallery's exact search.
+What the index holds follows the gallery's aggregation (fr_lib.recognition.voting): 'centroid' (Gallery's default)
+indexes one unit centroid per person -- N / photos vectors, kept up to date for every person whose faces change --
+and 'max' indexes every face (the nearest face decides). A search with the other of the two, or with 'mean' (every
+face of every person is a voter), uses Gallery's exact search.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import threading
 import numpy as np
 
 from fr_lib.recognition.gallery import UNKNOWN, Gallery, Match
+from fr_lib.recognition.voting import centroids_from_sums
 
 KINDS = ("ivf", "hnsw", "flat")
 # measured (benchmarks/gallery.py, docs/deployment.md): at 20k faces exact search took 0.4x the time of IVF, at
@@ -67,9 +70,13 @@ def open_gallery(path, pipeline=None, *, index: str = "auto", exact_below: int =
 class IndexedGallery(Gallery):
     """A Gallery searched through a FAISS index kept in step with the SQLite file.
 
-    Args (besides Gallery's): kind: 'ivf' | 'hnsw' | 'flat'. nprobe: IVF cells scanned per query (recall vs
-    latency). nlist: IVF cells (default ~2 sqrt(N), at least 16). min_train: fewest faces for an IVF index (below:
-    exact flat search). ef_search: HNSW search breadth. threads: FAISS OpenMP threads (None: FAISS's default).
+    Args (besides Gallery's, aggregation included): kind: 'ivf' | 'hnsw' | 'flat'. nprobe: IVF cells scanned per
+    query (recall vs latency). nlist: IVF cells (default ~2 sqrt(vectors), at least 16). min_train: fewest vectors
+    for an IVF index (below: exact flat search). ef_search: HNSW search breadth. threads: FAISS OpenMP threads
+    (None: FAISS's default).
+
+    ``indexed`` says what the index holds: 'people' (aggregation 'centroid': one unit centroid per person, keyed by
+    the people table's rowid) or 'faces' (otherwise: every face, keyed by face_id).
     """
 
     def __init__(self, path, pipeline=None, *, kind: str = "ivf", nprobe: int = DEFAULT_NPROBE,
@@ -83,13 +90,14 @@ class IndexedGallery(Gallery):
         self.kind, self.nprobe, self.nlist, self.min_train, self.ef_search = kind, int(nprobe), nlist, min_train, \
             int(ef_search)
         self._index = None
-        self._ids = np.zeros(0, np.int64)      # face_ids in the index, sorted
+        self._ids = np.zeros(0, np.int64)      # face_ids SQLite held at the last sync, sorted
+        self._owners = np.zeros(0, np.int64)   # the people rowid of each of them
         self._synced = None                    # (data_version, own_version) the index reflects
         self._trained_at = 0
         self._index_lock = threading.RLock()
-        # the index answers the nearest face: 'max' unless asked (Gallery's own default, 'centroid', is exact)
-        kwargs.setdefault("aggregation", "max")
         super().__init__(path, pipeline, **kwargs)
+        self.indexed = "people" if self.aggregation == "centroid" else "faces"
+        self._answers = "centroid" if self.indexed == "people" else "max"
         self.rebuild()
 
     # ------------------------------------------------------------------------------------------- index
@@ -97,19 +105,23 @@ class IndexedGallery(Gallery):
         with self._lock:
             return self._db.execute("PRAGMA data_version").fetchone()[0], self._own_version
 
-    def _rows(self, sql: str, params=()):
-        """(face_ids (n,) int64, embeddings (n, D) float32) of a SELECT face_id, embedding ... query."""
+    def _rows(self, where: str = "", params=(), limit: int | None = None):
+        """(face_ids (n,), people rowids (n,), embeddings (n, D) float32) of the faces matching ``where``, in
+        face_id order."""
+        sql = ("SELECT f.face_id, p.rowid, f.embedding FROM faces f JOIN people p USING (person_id) "
+               + (f"WHERE {where} " if where else "") + "ORDER BY f.face_id" + (f" LIMIT {int(limit)}" if limit else ""))
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.embedding_size)
-        return ids, vectors
+        owners = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), self.embedding_size)
+        return ids, owners, vectors
 
     def _nlist(self, n: int) -> int:
         return int(self.nlist or max(16, int(2 * np.sqrt(n))))
 
     def _new_index(self, n: int, sample: np.ndarray | None):
-        """-> (empty FAISS index taking add_with_ids, number of faces an IVF was trained for or 0)."""
+        """-> (empty FAISS index taking add_with_ids, number of vectors an IVF was trained for or 0)."""
         faiss, d = self._faiss, self.embedding_size
         if self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
@@ -123,63 +135,134 @@ class IndexedGallery(Gallery):
         index.nprobe = self.nprobe
         return index, n
 
+    def _wants_training(self, n: int) -> bool:
+        return self.kind == "ivf" and n >= self.min_train
+
+    @staticmethod
+    def _sum_by_owner(owners: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> (sorted unique owners, float64 sum of their vectors)."""
+        order = np.argsort(owners, kind="stable")
+        keys, starts = np.unique(owners[order], return_index=True)
+        return keys, np.add.reduceat(vectors[order].astype(np.float64), starts, axis=0)
+
+    def _centroids_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """People rowids -> (those that still have faces, their unit centroids (k, D) float32), read from SQLite."""
+        found_keys, sums = [], []
+        for start in range(0, len(keys), 10_000):   # below SQLite's limit on bound parameters
+            chunk = [int(k) for k in keys[start:start + 10_000]]
+            _, owners, vectors = self._rows(f"p.rowid IN ({','.join('?' * len(chunk))})", chunk)
+            if len(owners):
+                k, s = self._sum_by_owner(owners, vectors)
+                found_keys.append(k)
+                sums.append(s)
+        if not found_keys:
+            return np.zeros(0, np.int64), np.zeros((0, self.embedding_size), np.float32)
+        return np.concatenate(found_keys), centroids_from_sums(np.concatenate(sums))
+
     def rebuild(self) -> None:
         """Build the index from every face in SQLite (on open; after a large growth; after HNSW deletions)."""
         with self._index_lock:
             version = self._version()
-            n = self.num_faces()
-            sample = None
-            if self.kind == "ivf" and n >= self.min_train:
-                k = min(n, 40 * self._nlist(n))   # FAISS wants >= 39 training points per cell
-                # every (n // k)-th face: a spread over enrollment order, not the first k enrolled
-                _, sample = self._rows("SELECT face_id, embedding FROM faces WHERE face_id % ? = 0 LIMIT ?",
-                                       (max(1, n // k), k))
-                if len(sample) < 39 * self._nlist(n):   # ids with gaps (deletions): take the first k
-                    _, sample = self._rows("SELECT face_id, embedding FROM faces LIMIT ?", (k,))
-            index, trained_at = self._new_index(n, sample)
-            ids_all, last = [], 0
-            while True:
-                ids, vectors = self._rows("SELECT face_id, embedding FROM faces WHERE face_id > ? ORDER BY face_id "
-                                          "LIMIT ?", (last, _READ_CHUNK))
-                if not len(ids):
-                    break
-                index.add_with_ids(np.ascontiguousarray(vectors), ids)
-                ids_all.append(ids)
-                last = int(ids[-1])
-            self._index, self._trained_at = index, trained_at
-            self._ids = np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64)
-            self._synced = version
+            if self.indexed == "people":
+                self._rebuild_people(version)
+            else:
+                self._rebuild_faces(version)
+
+    def _read_all(self, per_chunk):
+        """Every face in face_id order, _READ_CHUNK rows at a time: per_chunk(ids, owners, vectors)."""
+        ids_all, owners_all, last = [], [], 0
+        while True:
+            ids, owners, vectors = self._rows("f.face_id > ?", (last,), limit=_READ_CHUNK)
+            if not len(ids):
+                break
+            per_chunk(ids, owners, vectors)
+            ids_all.append(ids)
+            owners_all.append(owners)
+            last = int(ids[-1])
+        return (np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64),
+                np.concatenate(owners_all) if owners_all else np.zeros(0, np.int64))
+
+    def _rebuild_faces(self, version) -> None:
+        n = self.num_faces()
+        sample = None
+        if self._wants_training(n):
+            k = min(n, 40 * self._nlist(n))   # FAISS wants >= 39 training points per cell
+            # every (n // k)-th face: a spread over enrollment order, not the first k enrolled
+            _, _, sample = self._rows("f.face_id % ? = 0", (max(1, n // k),), limit=k)
+            if len(sample) < 39 * self._nlist(n):   # ids with gaps (deletions): take the first k
+                _, _, sample = self._rows(limit=k)
+        index, trained_at = self._new_index(n, sample)
+        ids, owners = self._read_all(lambda i, o, v: index.add_with_ids(np.ascontiguousarray(v), i))
+        self._index, self._trained_at, self._ids, self._owners, self._synced = index, trained_at, ids, owners, \
+            version
+
+    def _rebuild_people(self, version) -> None:
+        partial_keys, partial_sums = [], []
+
+        def accumulate(ids, owners, vectors):   # per chunk: a person's faces may span chunks
+            k, s = self._sum_by_owner(owners, vectors)
+            partial_keys.append(k)
+            partial_sums.append(s)
+
+        ids, owners = self._read_all(accumulate)
+        if partial_keys:
+            keys, sums = self._sum_by_owner(np.concatenate(partial_keys), np.concatenate(partial_sums))
+            centroids = centroids_from_sums(sums)
+        else:
+            keys, centroids = np.zeros(0, np.int64), np.zeros((0, self.embedding_size), np.float32)
+        n = len(keys)
+        sample = None
+        if self._wants_training(n):
+            k = min(n, 40 * self._nlist(n))
+            sample = centroids[::max(1, n // k)][:k]
+        index, trained_at = self._new_index(n, sample)
+        if n:
+            index.add_with_ids(np.ascontiguousarray(centroids), keys)
+        self._index, self._trained_at, self._ids, self._owners, self._synced = index, trained_at, ids, owners, \
+            version
 
     def sync(self) -> None:
-        """Bring the index up to SQLite's state: add faces with a face_id above the last indexed one, remove the
-        indexed faces SQLite no longer holds. Cheap when nothing changed (one PRAGMA)."""
+        """Bring the index up to SQLite's state: faces with a face_id above the last one seen are new, faces seen
+        before that SQLite no longer holds are gone; the index adds / removes those faces ('faces') or recomputes
+        the centroid of every person they belong to ('people'). Cheap when nothing changed (one PRAGMA)."""
         with self._index_lock:
             version = self._version()
             if version == self._synced:
                 return
             last = int(self._ids[-1]) if len(self._ids) else 0
-            ids, vectors = self._rows("SELECT face_id, embedding FROM faces WHERE face_id > ? ORDER BY face_id",
-                                      (last,))
-            if len(ids):
-                self._index.add_with_ids(np.ascontiguousarray(vectors), ids)
-                self._ids = np.concatenate([self._ids, ids])
-            n = self.num_faces()
-            if n != len(self._ids):   # some faces were deleted (or replaced)
+            new_ids, new_owners, vectors = self._rows("f.face_id > ?", (last,))
+            ids, owners = np.concatenate([self._ids, new_ids]), np.concatenate([self._owners, new_owners])
+            gone = np.zeros(0, np.int64)
+            gone_owners = np.zeros(0, np.int64)
+            if self.num_faces() != len(ids):   # some faces were deleted (or replaced)
                 current = np.fromiter((r[0] for r in self._read("SELECT face_id FROM faces")), np.int64)
-                gone = np.setdiff1d(self._ids, current, assume_unique=True)
-                if self.kind == "hnsw":  # HNSW cannot delete
-                    self.rebuild()
-                    return
-                self._index.remove_ids(gone)
-                self._ids = np.setdiff1d(self._ids, gone, assume_unique=True)
-            grown = self.kind == "ivf" and n >= self.min_train and n > 4 * max(self._trained_at, 1)
-            if grown:                   # cells trained on a quarter of today's faces: retrain
-                self.rebuild()
-                return
+                lost = ~np.isin(ids, current, assume_unique=True)
+                gone, gone_owners = ids[lost], owners[lost]
+                ids, owners = ids[~lost], owners[~lost]
+            if self.indexed == "faces":
+                if self.kind == "hnsw" and len(gone):   # HNSW cannot delete
+                    return self.rebuild()
+                if len(new_ids):
+                    self._index.add_with_ids(np.ascontiguousarray(vectors), new_ids)
+                if len(gone):
+                    self._index.remove_ids(gone)
+            else:
+                changed = np.unique(np.concatenate([new_owners, gone_owners]))
+                if self.kind == "hnsw" and np.isin(changed, self._owners).any():   # a centroid moves: no delete
+                    return self.rebuild()
+                if len(changed):
+                    self._index.remove_ids(changed)
+                    keys, centroids = self._centroids_of(changed)
+                    if len(keys):
+                        self._index.add_with_ids(np.ascontiguousarray(centroids), keys)
+            self._ids, self._owners = ids, owners
+            n = int(self._index.ntotal)
+            if self._wants_training(n) and n > 4 * max(self._trained_at, 1):   # cells trained on a quarter of
+                return self.rebuild()                                          # today's vectors: retrain
             self._synced = version
 
     def index_size(self) -> int:
-        """Faces in the index (equals num_faces() after sync())."""
+        """Vectors in the index: num_faces() ('faces') or the number of people ('people') after sync()."""
         return int(self._index.ntotal)
 
     def _after_write(self) -> None:
@@ -202,8 +285,9 @@ class IndexedGallery(Gallery):
         self._after_write()
 
     # ------------------------------------------------------------------------------------------- search
-    def nearest_faces(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) queries -> (similarities (Q, k) float32 cosine, face_ids (Q, k) int64; -1 where fewer faces)."""
+    def nearest(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) queries -> (similarities (Q, k) float32 cosine, keys (Q, k) int64: face_ids ('faces') or people
+        rowids ('people'); -1 where the index holds fewer)."""
         q = self._as_embeddings(queries)
         self.sync()
         with self._index_lock:
@@ -212,26 +296,29 @@ class IndexedGallery(Gallery):
             return self._index.search(q, k)
 
     def search(self, queries, threshold: float | None = None, aggregation: str | None = None) -> list[Match]:
-        """Nearest enrolled face for each query through the index (aggregation 'max'); 'mean' and 'centroid'
-        use Gallery's exact search."""
+        """Best person for each query through the index when ``aggregation`` (default: the gallery's) is the one
+        the index answers ('centroid' for 'people', 'max' for 'faces'); any other uses Gallery's exact search."""
         aggregation = self.aggregation if aggregation is None else aggregation
-        if aggregation != "max":
+        if aggregation != self._answers:
             return super().search(queries, threshold, aggregation)
         threshold = self.threshold if threshold is None else float(threshold)
-        sims, ids = self.nearest_faces(queries, 1)
+        sims, keys = self.nearest(queries, 1)
+        wanted = sorted({int(i) for i in keys[:, 0] if i >= 0})
         owners = {}
-        wanted = sorted({int(i) for i in ids[:, 0] if i >= 0})
         if wanted:
             marks = ",".join("?" * len(wanted))
-            owners = {r[0]: (r[1], r[2]) for r in self._read(
-                f"SELECT f.face_id, f.person_id, p.name FROM faces f JOIN people p USING (person_id) "
-                f"WHERE f.face_id IN ({marks})", wanted)}
+            sql = (f"SELECT p.rowid, p.person_id, p.name FROM people p WHERE p.rowid IN ({marks})"
+                   if self.indexed == "people" else
+                   f"SELECT f.face_id, f.person_id, p.name FROM faces f JOIN people p USING (person_id) "
+                   f"WHERE f.face_id IN ({marks})")
+            owners = {r[0]: (r[1], r[2]) for r in self._read(sql, wanted)}
         out = []
-        for s, i in zip(sims[:, 0], ids[:, 0]):
-            if int(i) not in owners:  # empty gallery, or the face was deleted after the search: nothing found
-                out.append(Match(None, UNKNOWN, float("nan"), aggregation="max"))
+        for s, i in zip(sims[:, 0], keys[:, 0]):
+            if int(i) not in owners:  # empty gallery, or deleted after the search: nothing found
+                out.append(Match(None, UNKNOWN, float("nan"), aggregation=aggregation))
                 continue
             pid, name = owners[int(i)]
             accepted = float(s) > threshold
-            out.append(Match(pid if accepted else None, name if accepted else UNKNOWN, float(s), pid, name, "max"))
+            out.append(Match(pid if accepted else None, name if accepted else UNKNOWN, float(s), pid, name,
+                             aggregation))
         return out

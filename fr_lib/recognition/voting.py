@@ -59,8 +59,14 @@ def group_faces(faces: np.ndarray, owners: np.ndarray, num_people: int) -> Perso
     if (counts == 0).any():
         raise ValueError(f"person index {int(np.flatnonzero(counts == 0)[0])} has no face")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    centroids = _unit(np.add.reduceat(faces[order].astype(np.float64), starts, axis=0)).astype(np.float32)
-    return PersonGroups(order, starts, counts, centroids)
+    return PersonGroups(order, starts, counts,
+                        centroids_from_sums(np.add.reduceat(faces[order].astype(np.float64), starts, axis=0)))
+
+
+def centroids_from_sums(sums: np.ndarray) -> np.ndarray:
+    """(P, D) float64 sums of each person's unit embeddings -> (P, D) float32 'centroid' vectors (re-normalised
+    means); also used by fr_lib.recognition.index, which sums a person's faces in chunks."""
+    return _unit(np.asarray(sums, np.float64)).astype(np.float32)
 
 
 def person_scores(queries: np.ndarray, faces: np.ndarray, groups: PersonGroups, aggregation: str,
