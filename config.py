@@ -326,15 +326,17 @@ DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
                            "train.epochs": 14},
 }
 
-# Real photos at small scale (`fr recipe`, `--preset small`): ~100 identities x ~20 aligned photos trained from
-# scratch on a CPU. The CASIA defaults (SGD 0.1, ArcFace s=64 / m=0.5) do not get off the ground in a few hundred
-# steps and AdamW 3e-3 diverges on real faces: docs/results.md, "What training on real faces taught us".
+# Real photos at small scale (`fr recipe`, `--preset small`): a few hundred identities x ~20 aligned photos trained
+# from scratch on a CPU for up to an hour. The CASIA defaults (SGD 0.1, ArcFace s=64 / m=0.5) do not get off the
+# ground in a few hundred steps and AdamW 3e-3 diverges on real faces: docs/results.md, "What training on real faces
+# taught us"; the 299-identity CelebA recipe these defaults come from is in docs/results.md too.
 PRESETS["small"] = {
     "data.min_images_per_identity": 2,   # a held-out query identity needs pairs; tiny identities add nothing
     "data.eval_identity_fraction": 0.2,  # 120 identities -> 96 train, 12 query, 12 distractor identities
     "data.distractor_fraction": 0.5,
     "data.val_fraction": 0.1,
-    "data.image_size": 64,               # 112 px aligned crops seen at 64 px: ~3x more epochs per CPU minute
+    "data.image_size": 96,               # 112 px aligned crops seen at 96 px: ~1.4x the epochs per CPU minute
+                                         # of 112 px (benchmarks/train_step.py); the CelebA recipe's size
     "data.batch_size": 32,
     "data.num_workers": 1,               # decode/augment overlaps the CPU step
     "data.packed_cache": False,          # a few thousand small JPEGs decode fast enough

@@ -48,9 +48,10 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of every experiment, e.g. --set optim.lr=0.001, or of one: "
                         "--set arcface-efficientnet:loss.margin=0.3 (repeatable)")
-    p.add_argument("--flip", action="store_true",
-                   help="flip test at evaluation: each embedding is the mean of the crop's and its mirror's "
-                        "(insightface's protocol; pretrained baselines with their own preprocessing are unchanged)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no flip test at evaluation (by default each embedding is the mean of the crop's and its "
+                        "mirror's, insightface's protocol; pretrained baselines with their own preprocessing keep "
+                        "theirs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=recipe_command)
 

@@ -110,7 +110,8 @@ def train_within_budget(cfg, minutes: float | None, split: HeldOutSplit, resume:
     done = last.is_file() and load_checkpoint(last)["epoch"] >= plan["epochs"]
     print(f"{cfg.name}: {plan['train_images_per_s']:.1f} train / {plan['eval_images_per_s']:.1f} eval images/s "
           f"measured on {plan['device']} -> {plan['epochs']} epoch(s) of {split.n_train} images "
-          + (f"in {minutes:g} min" if minutes else "(fixed epoch count)") + (" (already trained)" if done else ""),
+          + (f"in {plan['minutes']:g} min" if plan.get("minutes") else "(fixed epoch count)")
+          + (" (already trained)" if done else ""),
           flush=True)
     t0 = time.perf_counter()
     if not done:
@@ -118,7 +119,8 @@ def train_within_budget(cfg, minutes: float | None, split: HeldOutSplit, resume:
     seconds = time.perf_counter() - t0
     history = load_checkpoint(last)["metrics"]["history"]
     trained_s = sum(h.get("epoch_seconds", 0.0) for h in history if h["epoch"] > 0)
-    return {"name": cfg.name, **plan, "budget_s": 60.0 * minutes if minutes else None, "train_seconds": trained_s,
+    budget_s = 60.0 * plan["minutes"] if plan.get("minutes") else None
+    return {"name": cfg.name, **plan, "budget_s": budget_s, "train_seconds": trained_s,
             "wall_seconds_this_run": seconds, "last_checkpoint": str(last),
             "best_checkpoint": str(Path(cfg.output_dir) / "best.pt"), "metrics_csv": str(Path(cfg.output_dir) /
                                                                                          "metrics.csv"),
@@ -130,7 +132,7 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
                baselines=DEFAULT_BASELINES, fprs=FPRS, aligned_root=None, align_size: int = 112,
                align_max_side: int | None = 1024, skip_align: bool = False, checkpoint: str = DEFAULT_CHECKPOINT,
                pairs_folds: int = 10, pairs_per_fold: int = 300, max_epochs: int | None = None,
-               progress: bool = True, epochs: int | None = None, flip: bool = False) -> dict:
+               progress: bool = True, epochs: int | None = None, flip: bool = True) -> dict:
     """Run the whole recipe; returns a summary dict (also written to out_dir/summary.json).
 
     experiments: {name: experiment config}; their data section must agree on the split (the recipe sets the
@@ -142,8 +144,9 @@ def run_recipe(photo_root, experiments: dict, minutes: float, out_dir, work_dir,
         be built here (dlib not installed, weights not downloadable) gets a visible 'skipped' entry.
     checkpoint: 'last' (default, fr_lib.evaluation.held_out.DEFAULT_CHECKPOINT) or 'best' is evaluated.
     skip_align: photo_root already holds aligned crops (used as the data root as it is).
-    flip: the flip test: every trained model's and random baseline's embedding of a crop is the mean of the crop's
-        and its mirror's (insightface's evaluation; pretrained baselines with their own preprocessing keep it).
+    flip: the flip test (default): every trained model's and random baseline's embedding of a crop is the mean of
+        the crop's and its mirror's, as insightface evaluates (pretrained baselines with their own preprocessing
+        keep theirs); False embeds the crop alone.
 
     Writes to out_dir: table.{md,csv,html} (TPR@FPR + ROC-AUC on the held-out identities) and results.json
     (fr_lib.evaluation.held_out.write_report), verification.{md,csv}

@@ -99,7 +99,8 @@ def test_run_recipe_end_to_end(synth_root, tmp_path, monkeypatch):
     cfgs = {"ce-efficientnet": _tiny_cfg("ce-efficientnet")}
     summary = run_recipe(synth_root, cfgs, minutes=0.01, out_dir=out, work_dir=work, device="cpu",
                          baselines=("random-mobilenetv3_small_100", "dlib-resnet"),
-                         skip_align=True, pairs_folds=4, pairs_per_fold=10, max_epochs=1, progress=False)
+                         skip_align=True, pairs_folds=4, pairs_per_fold=10, max_epochs=1, progress=False,
+                         flip=False)
     # identity-disjoint: the trained model never saw a query/distractor identity, and pairs.txt uses only those
     split = split_for(cfgs["ce-efficientnet"].replace(**{"data.root": str(synth_root)}).data)
     last = work / "runs" / "ce-efficientnet" / "last.pt"
@@ -189,9 +190,9 @@ def test_recipe_cli_overrides_and_errors(tmp_path, capsys):
     small_arc = config.SMALL_OVERRIDES["arcface-efficientnet"]
     assert arc.loss.scale == small_arc["loss.scale"] == 16.0 and arc.loss.margin == small_arc["loss.margin"] == 0.2
     assert arc.data.batch_size == config.PRESETS["small"]["data.batch_size"]
-    assert arc.data.image_size == 64 and cfgs["ce-efficientnet"].loss.name == "ce"
+    assert arc.data.image_size == 96 and cfgs["ce-efficientnet"].loss.name == "ce"
     from fr_lib.cli.recipe import default_baselines
-    assert default_baselines(cfgs.values()) == ["random-efficientnet_b0@64", "random-efficientnet_b0", "dlib-resnet"]
+    assert default_baselines(cfgs.values()) == ["random-efficientnet_b0@96", "random-efficientnet_b0", "dlib-resnet"]
     assert cfgs["ce-efficientnet"].optim.lr == arc.optim.lr == 0.005          # --set wins over the recipe's
     two = experiment_configs(["ce-efficientnet", "arcface-efficientnet"],
                              ["arcface-efficientnet:train.freeze_backbone=true", "train.seed=3"])
@@ -201,6 +202,7 @@ def test_recipe_cli_overrides_and_errors(tmp_path, capsys):
         experiment_configs(["ce-efficientnet"], ["arcface-efficientnet:loss.margin=0.3"])
     args = build_parser().parse_args(["recipe", str(tmp_path), "--minutes", "1", "--out", str(tmp_path / "o")])
     assert args.experiments == "ce-efficientnet,arcface-efficientnet" and args.func.__name__ == "recipe_command"
+    assert args.flip and not build_parser().parse_args(["recipe", str(tmp_path), "--out", "o", "--no-flip"]).flip
     assert main(["recipe", str(tmp_path), "--out", str(tmp_path / "o")]) == 2                # neither
     assert "one of --minutes" in capsys.readouterr().err
     assert main(["recipe", str(tmp_path), "--minutes", "1", "--epochs", "3", "--out", str(tmp_path / "o")]) == 2
