@@ -36,8 +36,10 @@ from fr_lib.recognition.gallery import UNKNOWN, Gallery, Match
 from fr_lib.recognition.voting import centroids_from_sums
 
 KINDS = ("ivf", "hnsw", "flat")
-# measured (benchmarks/gallery.py, docs/deployment.md): at 20k faces exact search took 0.4x the time of IVF, at
-# 100k IVF nprobe=16 took a tenth of exact's; nprobe=16 gave recall@1 = 1.000 at 10^5 and 10^6 faces (8: 0.998)
+# measured on an idle 2-core CPU (benchmarks/gallery.py, docs/deployment.md): below ~5 x 10^4 faces exact search
+# answers in a few ms ('max': 1.4 ms at 2 x 10^4; 'centroid': 0.09 ms) with no FAISS build; at 10^5 IVF nprobe=16
+# is 15x ('max') / 5x ('centroid') faster, at 10^6 42x / 16x (1.6 / 0.7 ms); nprobe=16 gave recall@1 = 1.000 at
+# 10^5 and 10^6 faces for both (nprobe=8: 0.998 / 0.994 at 10^6)
 EXACT_BELOW = 50_000      # faces
 DEFAULT_NPROBE = 16
 _READ_CHUNK = 50_000      # rows per SQLite read when (re)building
