@@ -10,9 +10,9 @@ gallery; 500 queries of enrolled identities (a new photo each) and 500 of strang
 ('max': the index holds every face; 'centroid', Gallery's default: one centroid per person) the baseline is
 Gallery.search with that aggregation (exact, one query at a time), and IndexedGallery (IVF-Flat at each --nprobe;
 HNSW up to --hnsw-max faces) is measured against it: build time (open = read SQLite + train + add), resident
-memory the index adds, ms per query (exact: median of single queries; index: mean over all 1000), recall@1 (same best person as exact) on the enrolled queries, and
-open-set decision agreement (same person or both 'Unknown') on all queries at the threshold that rejects 99% of
-strangers under exact search.
+memory the index adds, ms per query (exact: median of single queries; index: mean over all 1000), recall@1 (same
+best person as exact) on the enrolled queries, and open-set decision agreement (same person or both 'Unknown') on
+all queries at the threshold that rejects 99% of strangers under exact search.
 
 --baselines: identify latency of exact search for 1k / 10k / 100k enrolled faces against two named baselines.
 Measures the search part of identify (detection and embedding do not depend on the gallery size): one query

@@ -13,13 +13,13 @@ grow), deleted ones by comparing the indexed ids with SQLite's when the counts d
 the SQLite commit and the index update therefore loses nothing: the next open (or the next search of any other
 process) rebuilds or updates the index from the committed rows.
 
-Index kinds (``kind``): 'ivf' (IndexIVFFlat, inner product = cosine on unit vectors; ``nlist`` ~ 2 sqrt(N)
-k-means cells trained on a sample, ``nprobe`` (default 16) cells scanned per query; it stores full vectors, so
-the similarity it returns is exact for the face it finds), 'hnsw' (IndexHNSWFlat, M=32; deletions rebuild it) and 'flat' (exact
-FAISS search, the reference). Below ``min_train`` faces an 'ivf' gallery searches exactly (flat) until it is large
-enough to train, and it retrains when it has grown 4x since the last training. benchmarks/gallery.py measures the
-kinds against exact search (latency, build time, memory, recall@1, open-set decision agreement) at 10^5 and 10^6
-faces; EXACT_BELOW is where the measured IVF search becomes faster than Gallery's exact one.
+Index kinds (``kind``): 'ivf' (IndexIVFFlat, inner product = cosine on unit vectors; ``nlist`` ~ 2 sqrt(n)
+k-means cells for n indexed vectors, trained on a sample, ``nprobe`` (default 16) cells scanned per query; it stores
+full vectors, so the similarity it returns is exact for what it finds), 'hnsw' (IndexHNSWFlat, M=32; deletions
+rebuild it) and 'flat' (exact FAISS search, the reference). Below ``min_train`` vectors an 'ivf' gallery searches
+exactly (flat) until it is large enough to train, and it retrains when it has grown 4x since the last training.
+benchmarks/gallery.py measures the kinds against exact search (latency, build time, memory, recall@1, open-set
+decision agreement) at 10^4 to 10^6 faces; below EXACT_BELOW exact search answers in a few ms without FAISS.
 
 What the index holds follows the gallery's aggregation (fr_lib.recognition.voting): 'centroid' (Gallery's default)
 indexes one unit centroid per person -- N / photos vectors, kept up to date for every person whose faces change --
@@ -107,16 +107,19 @@ class IndexedGallery(Gallery):
         with self._lock:
             return self._db.execute("PRAGMA data_version").fetchone()[0], self._own_version
 
-    def _rows(self, where: str = "", params=(), limit: int | None = None):
-        """(face_ids (n,), people rowids (n,), embeddings (n, D) float32) of the faces matching ``where``, in
-        face_id order."""
-        sql = ("SELECT f.face_id, p.rowid, f.embedding FROM faces f JOIN people p USING (person_id) "
-               + (f"WHERE {where} " if where else "") + "ORDER BY f.face_id" + (f" LIMIT {int(limit)}" if limit else ""))
+    def _rows(self, where: str = "", params=(), limit: int | None = None, with_vectors: bool = True):
+        """(face_ids (n,), people rowids (n,), embeddings (n, D) float32, or (n, 0) without ``with_vectors``) of
+        the faces matching ``where``, in face_id order."""
+        column = "f.embedding" if with_vectors else "x''"   # x'': an empty blob, nothing read from the row
+        sql = (f"SELECT f.face_id, p.rowid, {column} FROM faces f JOIN people p USING (person_id) "
+               + (f"WHERE {where} " if where else "") + "ORDER BY f.face_id"
+               + (f" LIMIT {int(limit)}" if limit else ""))
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         owners = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), self.embedding_size)
+        width = self.embedding_size if with_vectors else 0
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), width)
         return ids, owners, vectors
 
     def _nlist(self, n: int) -> int:
@@ -147,6 +150,13 @@ class IndexedGallery(Gallery):
         keys, starts = np.unique(owners[order], return_index=True)
         return keys, np.add.reduceat(vectors[order].astype(np.float64), starts, axis=0)
 
+    def _centroids(self, partial_keys: list, partial_sums: list) -> tuple[np.ndarray, np.ndarray]:
+        """Per-chunk (_sum_by_owner) results -> (sorted people rowids, their unit centroids (k, D) float32)."""
+        if not partial_keys:
+            return np.zeros(0, np.int64), np.zeros((0, self.embedding_size), np.float32)
+        keys, sums = self._sum_by_owner(np.concatenate(partial_keys), np.concatenate(partial_sums))
+        return keys, centroids_from_sums(sums)
+
     def _centroids_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """People rowids -> (those that still have faces, their unit centroids (k, D) float32), read from SQLite."""
         found_keys, sums = [], []
@@ -157,9 +167,7 @@ class IndexedGallery(Gallery):
                 k, s = self._sum_by_owner(owners, vectors)
                 found_keys.append(k)
                 sums.append(s)
-        if not found_keys:
-            return np.zeros(0, np.int64), np.zeros((0, self.embedding_size), np.float32)
-        return np.concatenate(found_keys), centroids_from_sums(np.concatenate(sums))
+        return self._centroids(found_keys, sums)
 
     def rebuild(self) -> None:
         """Build the index from every face in SQLite (on open; after a large growth; after HNSW deletions)."""
@@ -207,11 +215,7 @@ class IndexedGallery(Gallery):
             partial_sums.append(s)
 
         ids, owners = self._read_all(accumulate)
-        if partial_keys:
-            keys, sums = self._sum_by_owner(np.concatenate(partial_keys), np.concatenate(partial_sums))
-            centroids = centroids_from_sums(sums)
-        else:
-            keys, centroids = np.zeros(0, np.int64), np.zeros((0, self.embedding_size), np.float32)
+        keys, centroids = self._centroids(partial_keys, partial_sums)
         n = len(keys)
         sample = None
         if self._wants_training(n):
@@ -232,7 +236,9 @@ class IndexedGallery(Gallery):
             if version == self._synced:
                 return
             last = int(self._ids[-1]) if len(self._ids) else 0
-            new_ids, new_owners, vectors = self._rows("f.face_id > ?", (last,))
+            # a people index re-reads each changed person's faces below: the new ones need no embeddings here
+            new_ids, new_owners, vectors = self._rows("f.face_id > ?", (last,),
+                                                      with_vectors=self.indexed == "faces")
             ids, owners = np.concatenate([self._ids, new_ids]), np.concatenate([self._owners, new_owners])
             gone = np.zeros(0, np.int64)
             gone_owners = np.zeros(0, np.int64)
